@@ -1,0 +1,155 @@
+"""The ``simsurrogate`` command.
+
+``fit`` / ``validate`` / ``test`` are LightningCLI commands driven by YAML recipes
+(``--config recipes/...yaml``; flags override the file; unknown keys are errors that name the
+key, raised before any data is read). ``data`` inspects, validates, generates and imports data
+files; ``rollout`` advances a trained model from a state in a data file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
+def _lightning(argv: list[str]) -> None:
+    from lightning.pytorch.cli import LightningCLI
+
+    LightningCLI(
+        model_class=None,
+        datamodule_class=None,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=argv,
+        save_config_kwargs={"overwrite": True},
+    )
+
+
+def _data_info(args: argparse.Namespace) -> int:
+    from simsurrogate.data.inspect import info
+
+    print(info(args.file))
+    return 0
+
+
+def _data_validate(args: argparse.Namespace) -> int:
+    from simsurrogate.data.inspect import validate
+
+    validate(args.file)
+    print(f"{args.file}: valid")
+    return 0
+
+
+def _data_generate(args: argparse.Namespace) -> int:
+    if args.dataset == "nbody":
+        from simsurrogate.sims.nbody import generate_nbody
+
+        paths = generate_nbody(
+            args.out,
+            n_train=args.n_train,
+            n_valid=args.n_valid,
+            n_test=args.n_test,
+            seed=args.seed,
+            overwrite=args.overwrite,
+        )
+        for split, path in paths.items():
+            print(f"{split}: {path}")
+        return 0
+    raise SystemExit(f"unknown dataset {args.dataset!r}")
+
+
+def _data_import(args: argparse.Namespace) -> int:
+    from simsurrogate.data.importers.ase_import import import_ase
+
+    path = import_ase(
+        args.source, args.dest, index=args.index, format=args.format, overwrite=args.overwrite
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+def _rollout(args: argparse.Namespace) -> int:
+    from simsurrogate.rollout.report import particle_rollout_report
+
+    metrics = particle_rollout_report(
+        checkpoint=args.checkpoint,
+        data=args.data,
+        trajectory=args.trajectory,
+        steps=args.steps,
+        start=args.start,
+        out=args.out,
+    )
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="simsurrogate",
+        description="Learned physics surrogates. Training: simsurrogate {fit,validate,test} "
+        "--config RECIPE.yaml (see `simsurrogate fit --help`).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in LIGHTNING_COMMANDS:
+        sub.add_parser(name, help=f"LightningCLI {name} (recipes in recipes/)", add_help=False)
+
+    data = sub.add_parser("data", help="inspect, validate, generate and import data files")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    p = dsub.add_parser("info", help="summarise a data file")
+    p.add_argument("file", type=Path)
+    p.set_defaults(func=_data_info)
+    p = dsub.add_parser("validate", help="check a data file; names the first problem")
+    p.add_argument("file", type=Path)
+    p.set_defaults(func=_data_validate)
+    p = dsub.add_parser("generate", help="generate a dataset with a ground-truth simulator")
+    p.add_argument("dataset", choices=["nbody"])
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--n-train", type=int, default=3000)
+    p.add_argument("--n-valid", type=int, default=2000)
+    p.add_argument("--n-test", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=43)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_data_generate)
+    p = dsub.add_parser("import", help="import any ASE-readable file (extxyz, traj, db)")
+    p.add_argument("source", type=Path)
+    p.add_argument("dest", type=Path)
+    p.add_argument("--index", default=":", help="ASE index of frames to read (default all)")
+    p.add_argument("--format", default=None, help="ASE format name if not guessed from suffix")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_data_import)
+
+    p = sub.add_parser("rollout", help="roll a trained model out from a state in a data file")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True, help="file holding the initial state")
+    p.add_argument("--trajectory", type=int, default=0)
+    p.add_argument("--start", type=int, default=0, help="frame of the trajectory to start from")
+    p.add_argument("--steps", type=int, default=1, help="model steps (horizons) to advance")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.set_defaults(func=_rollout)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``simsurrogate`` console script."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in LIGHTNING_COMMANDS:
+        _lightning(argv)
+        return 0
+    args = _parser().parse_args(argv)
+    from simsurrogate.checkpoint import CheckpointError
+    from simsurrogate.data.errors import DataError
+    from simsurrogate.rollout.errors import RolloutError
+
+    try:
+        return args.func(args)
+    except (DataError, CheckpointError, RolloutError) as exc:
+        print(f"simsurrogate: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

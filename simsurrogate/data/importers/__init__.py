@@ -1,0 +1,1 @@
+"""Importers: bring data from other formats (ASE, ...) into the simsurrogate schemas."""

@@ -1,0 +1,1 @@
+"""Ground-truth simulators that generate training data."""

@@ -1,0 +1,153 @@
+"""Training stack: a short fit learns, recipes are checked, checkpoints rebuild their model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import yaml
+from conftest import RECIPE
+
+import simsurrogate
+from simsurrogate.checkpoint import CheckpointError
+from simsurrogate.cli import main
+from simsurrogate.data.nbody import NBodyDataModule, systems_to_graph
+from simsurrogate.models import EGNN
+from simsurrogate.tasks import ParticleDynamicsTask
+
+
+def _val_mse(task: ParticleDynamicsTask, dm: NBodyDataModule) -> float:
+    task.eval()
+    with torch.no_grad():
+        losses = [task._losses(g)["mse"] for g in dm.val_dataloader()]
+    return float(torch.stack(losses).mean())
+
+
+def test_short_fit_lowers_the_loss(nbody_dir: Path) -> None:
+    L.seed_everything(0)
+    dm = NBodyDataModule(root=str(nbody_dir), batch_size=16, max_train_samples=64)
+    dm.setup("fit")
+    task = ParticleDynamicsTask(EGNN(hidden=32, n_layers=2), lr=3e-3)
+    before = _val_mse(task, dm)
+    trainer = L.Trainer(
+        max_epochs=25,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        check_val_every_n_epoch=100,
+    )
+    trainer.fit(task, datamodule=dm)
+    after = _val_mse(task, dm)
+    assert after < 0.6 * before, (before, after)
+
+
+def test_checkpoint_alone_rebuilds_the_model(trained: Path, nbody_dir: Path) -> None:
+    raw = torch.load(trained, weights_only=True)
+    meta = raw["simsurrogate"]
+    assert meta["version"] == simsurrogate.__version__
+    assert meta["model"]["class"] == "EGNN"
+    assert meta["model"]["args"]["hidden"] == 16
+    assert meta["frame_stride"] == 10
+    model = simsurrogate.load(trained)
+    assert isinstance(model, EGNN) and not model.training
+    dm = NBodyDataModule(root=str(nbody_dir), batch_size=8)
+    dm.setup("test")
+    graph = next(iter(dm.test_dataloader()))
+    state = {k.removeprefix("model."): v for k, v in raw["state_dict"].items()}
+    reference = EGNN(**meta["model"]["args"])
+    reference.load_state_dict(state)
+    with torch.no_grad():
+        torch.testing.assert_close(model(graph)["pos"], reference.eval()(graph)["pos"])
+
+
+def test_cli_test_writes_metrics(trained: Path, nbody_dir: Path, tmp_path: Path) -> None:
+    main(
+        [
+            "test",
+            "--config",
+            str(RECIPE),
+            "--trainer.logger",
+            "false",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--trainer.callbacks",
+            "[]",
+            "--trainer.callbacks+=simsurrogate.tasks.callbacks.MetricsJSON",
+            "--model.init_args.model.init_args.hidden",
+            "16",
+            "--model.init_args.model.init_args.predict_velocity",
+            "true",
+            "--data.init_args.root",
+            str(nbody_dir),
+            "--ckpt_path",
+            str(trained),
+        ]
+    )
+    metrics = json.loads((tmp_path / "test_metrics.json").read_text())
+    assert 0 < metrics["test/mse"] < 10
+
+
+def test_unknown_recipe_key_is_named_before_data_is_read(tmp_path: Path, capsys) -> None:
+    config = yaml.safe_load(RECIPE.read_text())
+    config["trainer"]["max_epoch"] = 3  # misspelt
+    config["data"]["init_args"]["root"] = str(tmp_path / "does-not-exist")
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", str(recipe)])
+    assert exc.value.code != 0
+    err = capsys.readouterr().err
+    assert "max_epoch" in err
+    assert "does-not-exist" not in err
+
+
+def test_unknown_flag_is_named(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(RECIPE), "--model.init_args.learning_rate", "1"])
+    assert "learning_rate" in capsys.readouterr().err
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("arbitrary code ran",))
+
+
+def test_checkpoint_needing_arbitrary_code_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "evil.ckpt"
+    torch.save({"simsurrogate": {}, "state_dict": {}, "payload": _Evil()}, path)
+    with pytest.raises(CheckpointError, match="arbitrary code"):
+        simsurrogate.load(path)
+
+
+def test_checkpoint_without_metadata_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "plain.ckpt"
+    torch.save({"state_dict": {}}, path)
+    with pytest.raises(CheckpointError, match="metadata"):
+        simsurrogate.load(path)
+    with pytest.raises(CheckpointError, match="no such file"):
+        simsurrogate.load(tmp_path / "missing.ckpt")
+
+
+def test_checkpoint_of_unknown_model_class_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "unknown.ckpt"
+    torch.save(
+        {"simsurrogate": {"model": {"class": "os.system", "args": {}}}, "state_dict": {}}, path
+    )
+    with pytest.raises(CheckpointError, match="unknown model class"):
+        simsurrogate.load(path)
+
+
+def test_graph_batches_move_to_device(nbody_dir: Path) -> None:
+    dm = NBodyDataModule(root=str(nbody_dir), batch_size=4)
+    dm.setup("test")
+    g = next(iter(dm.test_dataloader()))
+    assert g.num_graphs == 4 and g.num_nodes == 20 and g.num_edges == 80
+    assert g.to("cpu", torch.float64).nodes["pos"].dtype == torch.float64
+    assert systems_to_graph({"pos": torch.zeros(2, 3, 3)}).edge_index.shape == (2, 12)
