@@ -97,7 +97,7 @@ def main() -> None:
         code = proc.wait()
         if code != 0:
             raise SystemExit(f"{name} failed (exit {code}); see {args.out / name / 'run.log'}")
-        test = json.loads((args.out / name / "test_metrics.json").read_text())
+        test = json.loads((args.out / name / "logs" / "test_metrics.json").read_text())
         ckpt = torch.load(args.out / name / "checkpoints" / "best.ckpt", weights_only=True)
         rows[name] = {
             "test_mse": test["test/mse"],
