@@ -75,6 +75,24 @@ def test_backends_agree_in_float32_and_order() -> None:
     assert out_v[2].dtype == torch.float32
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pbc_views_are_not_misread(backend: str) -> None:
+    """``pbc`` given as a bool or as a stride-0 view must mean the same as three flags.
+
+    vesin reads the flags through the raw data pointer: a view ``base[:1].expand(3)`` over
+    storage holding [True, False, False] used to be read as (T, F, F), and ``pbc=True`` (once
+    expanded from one bool) as True plus two bytes of whatever memory followed it.
+    """
+    atoms = skewed_triclinic()
+    ref = as_set(*ase_neighbor_list("ijS", atoms, 3.5))
+    positions = torch.tensor(atoms.positions)
+    cell = torch.tensor(atoms.cell.array)
+    base = torch.tensor([True, False, False])
+    for pbc in (True, base[:1].expand(3), torch.tensor(True).expand(3)):
+        for _ in range(20):
+            assert as_set(*neighbor_list(positions, cell, pbc, 3.5, backend)) == ref
+
+
 def brute_radius(pos: torch.Tensor, r: float, batch: torch.Tensor, loop: bool) -> set:
     d = (pos[:, None] - pos[None]).norm(dim=-1)
     mask = (d < r) & (batch[:, None] == batch[None])

@@ -21,11 +21,9 @@ the_well's ``docs/data_format.md`` and read by ``the_well/data/datasets.py``:
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
-import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,17 @@ import h5py
 import numpy as np
 import xarray as xr
 
-from simsurrogate.data._io import atomic_path, check_finite, open_h5
+from simsurrogate.data._io import (
+    LazyH5,
+    atomic_path,
+    attr_plain,
+    attr_text,
+    attr_texts,
+    check_finite,
+    check_finite_dataset,
+    open_h5,
+    reading,
+)
 from simsurrogate.data.errors import DataError
 
 ORDER_GROUPS = ("t0_fields", "t1_fields", "t2_fields")
@@ -59,118 +67,6 @@ _BC_KEYS = {
     "time_varying",
 }
 _CHUNK_BYTES = 16 * 2**20  # upper bound for one chunk of a written field
-_SCAN_BYTES = 64 * 2**20  # block size when scanning a dataset for NaN/inf
-
-
-# --------------------------------------------------------------------------------------------
-# helpers shared with the mesh schema
-
-
-@contextlib.contextmanager
-def reading(path: str | Path, group: str | None = None, field: str | None = None) -> Iterator[None]:
-    """Turn HDF5 read failures (truncated or corrupt data) into a :class:`DataError`."""
-    try:
-        yield
-    except (OSError, RuntimeError) as exc:
-        raise DataError(
-            f"cannot read data, file truncated or corrupt? ({exc})",
-            path=path,
-            group=group,
-            field=field,
-        ) from None
-
-
-def check_finite_dataset(
-    dset: h5py.Dataset, *, path: str | Path, group: str | None, field: str
-) -> None:
-    """Scan an HDF5 dataset block by block (memory stays flat) for NaN/inf.
-
-    Raises a :class:`DataError` naming the field and the first bad index in the dataset.
-    """
-    if dset.dtype.kind not in "fc":
-        return
-    with reading(path, group, field):
-        if dset.ndim == 0 or dset.size == 0:
-            check_finite(dset[()], path=path, group=group, field=field)
-            return
-        row_bytes = dset.dtype.itemsize * max(1, math.prod(dset.shape[1:]))
-        step = max(1, _SCAN_BYTES // row_bytes)
-        for start in range(0, dset.shape[0], step):
-            block = dset[start : start + step]
-            bad = ~np.isfinite(block)
-            if bad.any():
-                first = np.argwhere(bad)[0]
-                value = block[tuple(first)]
-                first[0] += start
-                raise DataError(
-                    f"non-finite value {value!r} at index {tuple(int(i) for i in first)}",
-                    path=path,
-                    group=group,
-                    field=field,
-                )
-
-
-class LazyH5:
-    """Base for readers: opens the HDF5 file on first use in each process.
-
-    Safe in DataLoader workers: the handle is reopened when the process id changes (fork)
-    and is dropped when pickled (spawn), so no h5py handle ever crosses a process boundary.
-    """
-
-    path: Path
-    _h5: h5py.File | None = None
-    _pid: int | None = None
-
-    def _file(self) -> h5py.File:
-        if self._h5 is None or self._pid != os.getpid():
-            self._h5 = open_h5(self.path)
-            self._pid = os.getpid()
-        return self._h5
-
-    def close(self) -> None:
-        """Close the handle of this process (it is reopened on the next read)."""
-        if self._h5 is not None and self._pid == os.getpid():
-            self._h5.close()
-        self._h5 = None
-        self._pid = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_h5"] = None
-        state["_pid"] = None
-        return state
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def attr_text(value: Any) -> str:
-    """An HDF5 string attribute (str, bytes or a one-element array of either) as ``str``."""
-    if isinstance(value, np.ndarray) and value.size == 1:
-        value = value.reshape(()).item()
-    if isinstance(value, bytes | np.bytes_):
-        return value.decode()
-    return str(value)
-
-
-def attr_texts(value: Any) -> list[str]:
-    """A list-of-names attribute as ``list[str]``; a single string counts as one name."""
-    if isinstance(value, str | bytes | np.bytes_):
-        return [attr_text(value)]
-    return [attr_text(v) for v in np.asarray(value).ravel()]
-
-
-def attr_plain(value: Any) -> Any:
-    """An attribute as plain Python: numbers, ``str`` or lists of them."""
-    if isinstance(value, str | bytes | np.bytes_):
-        return attr_text(value)
-    arr = np.asarray(value)
-    if arr.dtype.kind in "OSU":
-        return attr_texts(arr) if arr.ndim else attr_text(arr)
-    return arr.item() if arr.ndim == 0 else arr.tolist()
 
 
 def _flag(obj: h5py.HLObject, key: str, path: Path, group: str, fld: str | None, default=None):

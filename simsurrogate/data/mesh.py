@@ -38,16 +38,18 @@ import h5py
 import numpy as np
 import xarray as xr
 
-from simsurrogate.data._io import atomic_path, check_finite, open_h5
-from simsurrogate.data.errors import DataError
-from simsurrogate.data.grid import (
+from simsurrogate.data._io import (
     LazyH5,
+    atomic_path,
     attr_plain,
     attr_text,
     attr_texts,
+    check_finite,
     check_finite_dataset,
+    open_h5,
     reading,
 )
+from simsurrogate.data.errors import DataError
 
 SCHEMA = "simsurrogate.mesh"
 SCHEMA_VERSION = 1

@@ -40,7 +40,7 @@ import h5netcdf
 import h5py
 import numpy as np
 
-from simsurrogate.data._io import atomic_path, check_finite, open_h5
+from simsurrogate.data._io import LazyH5, atomic_path, check_finite, open_h5
 from simsurrogate.data.errors import DataError
 
 if TYPE_CHECKING:
@@ -715,7 +715,7 @@ def _plan(starts: np.ndarray, stops: np.ndarray, order: np.ndarray | None) -> _R
     return _ReadPlan([(int(a), int(b)) for a, b in zip(b_start, b_stop, strict=True)], take)
 
 
-class FrameReader:
+class FrameReader(LazyH5):
     """Random access to the frames of a particle file, reading only what is asked for.
 
     Picklable and safe in torch DataLoader workers: the HDF5 handle is opened lazily in each
@@ -751,39 +751,6 @@ class FrameReader:
         ids, first = np.unique(traj[self._traj_order], return_index=True)
         self.trajectories: np.ndarray = ids
         self._traj_bounds = np.append(first, len(traj))
-
-    # -- process-local handle ---------------------------------------------------------------
-
-    def _file(self) -> h5py.File:
-        if self._h5 is None or self._pid != os.getpid():
-            self._h5 = open_h5(self.path, "r")
-            self._pid = os.getpid()
-            self._datasets = {}
-        return self._h5
-
-    def _ds(self, name: str) -> h5py.Dataset:
-        f = self._file()
-        ds = self._datasets.get(name)
-        if ds is None:
-            ds = self._datasets[name] = f[name]
-        return ds
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state.update(_h5=None, _pid=None, _datasets={})
-        return state
-
-    def close(self) -> None:
-        """Close the HDF5 handle of this process (reopened automatically on next access)."""
-        if self._h5 is not None and self._pid == os.getpid():
-            self._h5.close()
-        self._h5, self._pid, self._datasets = None, None, {}
-
-    def __enter__(self) -> FrameReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- access -----------------------------------------------------------------------------
 

@@ -112,13 +112,18 @@ def radius_graph(
 
 
 def _as_pbc(pbc: Tensor | bool | Sequence[bool], device: torch.device) -> Tensor:
-    """Periodic flags as a bool tensor (3,)."""
+    """Periodic flags as a contiguous bool tensor (3,) that owns its three elements.
+
+    Never an ``expand``-ed view: vesin reads the flags through the raw data pointer, and a
+    stride-0 view of one bool would make it read two bytes past the end of that storage
+    (whatever the allocator left there), turning periodicity on or off at random.
+    """
     flags = torch.as_tensor(pbc, dtype=torch.bool, device=device)
     if flags.dim() == 0:
-        flags = flags.expand(3)
+        flags = flags.repeat(3)
     if flags.shape != (3,):
         raise ValueError(f"pbc must be a bool or have shape (3,), got {tuple(flags.shape)}")
-    return flags
+    return flags.contiguous()
 
 
 def _lexsort(i: Tensor, j: Tensor, shifts: Tensor) -> Tensor:
@@ -202,7 +207,11 @@ def _vesin_neighbor_list(
     returns i, j and long shifts (E, 3)."""
     import vesin.torch
 
-    positions, cell = positions.to(torch.float64), cell.to(torch.float64)
+    # vesin's C++ side uses the raw data pointers, so hand it dense, contiguous copies
+    # (views with odd strides, e.g. expand-ed or transposed tensors, would be misread).
+    positions = positions.to(torch.float64).contiguous()
+    cell = cell.to(torch.float64).contiguous()
+    pbc = pbc.to(torch.bool).contiguous()
     if not bool(pbc.any()):
         cell = torch.zeros_like(cell)  # vesin treats a zero box as a free (non-periodic) system
     calculator = vesin.torch.NeighborList(cutoff=float(cutoff), full_list=True)
