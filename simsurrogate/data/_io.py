@@ -32,16 +32,16 @@ def open_h5(path: str | Path, mode: str = "r") -> h5py.File:
     try:
         return h5py.File(path, mode)
     except OSError as exc:
-        if mode == "r" and not h5py.is_hdf5(path):
-            with open(path, "rb") as fh:
-                head = fh.read(8)
-            if head == b"\x89HDF\r\n\x1a\n":
-                raise DataError(
-                    "HDF5 file is truncated or corrupt (signature present, data unreadable)",
-                    path=path,
-                ) from None
+        if mode != "r":
+            raise DataError(f"cannot open HDF5 file for writing: {exc}", path=path) from None
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+        if head != b"\x89HDF\r\n\x1a\n" and not h5py.is_hdf5(path):
             raise DataError("not an HDF5 file", path=path) from None
-        raise DataError(f"cannot open HDF5 file: {exc}", path=path) from None
+        raise DataError(
+            f"HDF5 file is truncated or corrupt (signature present, data unreadable: {exc})",
+            path=path,
+        ) from None
 
 
 @contextlib.contextmanager

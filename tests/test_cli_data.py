@@ -1,0 +1,110 @@
+"""`simsurrogate data info|validate|import` on every kind of file, good and bad."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
+
+from simsurrogate.cli import main
+from simsurrogate.data.grid import GridField, write_well
+from simsurrogate.data.mesh import write_mesh
+from simsurrogate.data.particles import FrameReader
+
+
+def _well(path: Path) -> Path:
+    x, y = np.linspace(0, 1, 8), np.linspace(0, 1, 6)
+    data = np.random.default_rng(0).normal(size=(2, 4, 8, 6)).astype(np.float32)
+    return write_well(
+        path,
+        dataset_name="toy",
+        dimensions={"x": x, "y": y},
+        time=np.arange(4.0),
+        fields=[GridField("density", data, order=0)],
+    )
+
+
+def _mesh(path: Path) -> Path:
+    pos = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    cells = np.array([[0, 1, 2], [1, 3, 2]])
+    traj = {
+        "mesh_pos": pos,
+        "cells": cells,
+        "node_type": np.zeros(4, np.int64),
+        "fields": {"velocity": np.zeros((3, 4, 2), np.float32)},
+    }
+    return write_mesh(path, [traj])
+
+
+@pytest.mark.parametrize("kind", ["particles", "mesh", "well"])
+def test_info_and_validate_every_kind(kind: str, nbody_dir: Path, tmp_path: Path, capsys) -> None:
+    path = {
+        "particles": lambda: nbody_dir / "valid.h5",
+        "mesh": lambda: _mesh(tmp_path / "m.h5"),
+        "well": lambda: _well(tmp_path / "w.h5"),
+    }[kind]()
+    assert main(["data", "info", str(path)]) == 0
+    assert main(["data", "validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "valid" in out and str(path) in out
+
+
+def test_validate_names_the_problem_and_exits_non_zero(tmp_path: Path) -> None:
+    path = _mesh(tmp_path / "m.h5")
+    with h5py.File(path, "r+") as fh:
+        group = fh["trajectories"][next(iter(fh["trajectories"]))]
+        group["velocity"][1, 2, 0] = np.nan
+    proc = subprocess.run(
+        [sys.executable, "-m", "simsurrogate.cli", "data", "validate", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0
+    assert "velocity" in proc.stderr and "non-finite" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(b"not hdf5 at all", "not an HDF5 file"), (b"\x89HDF\r\n\x1a\n" + b"\0" * 64, "truncated")],
+)
+def test_bad_files_get_one_line_errors(
+    tmp_path: Path, capsys, content: bytes, message: str
+) -> None:
+    path = tmp_path / "bad.h5"
+    path.write_bytes(content)
+    assert main(["data", "validate", str(path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_schema_is_named(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "other.h5"
+    with h5py.File(path, "w") as fh:
+        fh.attrs["schema"] = "somebody.else"
+    assert main(["data", "info", str(path)]) == 2
+    assert "somebody.else" in capsys.readouterr().err
+
+
+def test_import_extxyz(tmp_path: Path) -> None:
+    images = []
+    for k in range(3):
+        atoms = Atoms("H2O", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0.1 * k]])
+        atoms.calc = SinglePointCalculator(atoms, energy=-14.0 + k, forces=np.full((3, 3), 0.1 * k))
+        images.append(atoms)
+    src = tmp_path / "water.extxyz"
+    write(src, images)
+    dest = tmp_path / "water.h5"
+    assert main(["data", "import", str(src), str(dest)]) == 0
+    assert main(["data", "validate", str(dest)]) == 0
+    reader = FrameReader(dest)
+    assert len(reader) == 3
+    np.testing.assert_allclose(reader[2]["energy"], -12.0)
+    np.testing.assert_allclose(reader[2]["forces"], 0.2)
+    reader.close()
