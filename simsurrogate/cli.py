@@ -16,7 +16,8 @@ from pathlib import Path
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
-def _lightning(argv: list[str]) -> None:
+def _lightning(argv: list[str] | None) -> None:
+    """Run LightningCLI on ``argv`` (None: it reads ``sys.argv`` itself)."""
     from lightning.pytorch.cli import LightningCLI
 
     LightningCLI(
@@ -135,9 +136,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``simsurrogate`` console script."""
+    from_shell = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in LIGHTNING_COMMANDS:
-        _lightning(argv)
+        _lightning(None if from_shell else argv)
         return 0
     args = _parser().parse_args(argv)
     from simsurrogate.checkpoint import CheckpointError
