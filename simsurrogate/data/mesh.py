@@ -170,17 +170,7 @@ def check_mesh(
             found=node_type.shape,
         )
     check_finite(mesh_pos, path=path, group=group, field="mesh_pos")
-    out_of_range = (cells < 0) | (cells >= n)
-    if out_of_range.any():
-        c, v = (int(i) for i in np.argwhere(out_of_range)[0])
-        raise DataError(
-            f"cells[{c}, {v}] references a node out of range",
-            path=path,
-            group=group,
-            field="cells",
-            expected=f"0 <= index < {n}",
-            found=int(cells[c, v]),
-        )
+    _check_node_indices(cells, n, path, group, "cells")
     unused = np.bincount(cells.ravel().astype(np.int64), minlength=n) == 0
     if unused.any():
         raise DataError(
@@ -245,16 +235,21 @@ def _check_edge_index(edge_index: np.ndarray, n: int, path: Path, group: str) ->
             expected="(2, edge)",
             found=edge_index.shape,
         )
-    bad = (edge_index < 0) | (edge_index >= n)
+    _check_node_indices(edge_index, n, path, group, "edge_index")
+
+
+def _check_node_indices(index: np.ndarray, n: int, path: Path, group: str, name: str) -> None:
+    """Raise naming the first entry of a 2-D node-index array outside ``0 <= index < n``."""
+    bad = (index < 0) | (index >= n)
     if bad.any():
-        r, e = (int(i) for i in np.argwhere(bad)[0])
+        r, c = (int(i) for i in np.argwhere(bad)[0])
         raise DataError(
-            f"edge_index[{r}, {e}] references a node out of range",
+            f"{name}[{r}, {c}] references a node out of range",
             path=path,
             group=group,
-            field="edge_index",
+            field=name,
             expected=f"0 <= index < {n}",
-            found=int(edge_index[r, e]),
+            found=int(index[r, c]),
         )
 
 
