@@ -1,7 +1,8 @@
 """Run by test_ddp.py: a 2-process DDP fit on CPU (gloo); every rank saves its final weights.
 
 Each rank seeds its initial weights differently, so identical weights at the end show that
-DDP broadcast the starting point and averaged every gradient.
+DDP broadcast the starting point and averaged every gradient. With ``gnn`` the model also has
+an online input normalizer, whose statistics must agree across ranks too.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import lightning as L
 import torch
 
 from simsurrogate.data.nbody import NBodyDataModule
-from simsurrogate.models import EGNN
+from simsurrogate.models import EGNN, GNN
 from simsurrogate.tasks import ParticleDynamicsTask
 
 
@@ -28,9 +29,13 @@ class SaveWeights(L.Callback):
         torch.save(pl_module.model.state_dict(), self.out / f"rank{trainer.global_rank}.pt")
 
 
-def run(data: Path, out: Path) -> None:
+def run(data: Path, out: Path, model: str) -> None:
     torch.manual_seed(100 + int(os.environ.get("LOCAL_RANK", "0")))
-    task = ParticleDynamicsTask(EGNN(hidden=16, n_layers=2), lr=1e-3)
+    if model == "gnn":
+        net = GNN(hidden=16, n_layers=2, normalize_inputs=True)
+    else:
+        net = EGNN(hidden=16, n_layers=2)
+    task = ParticleDynamicsTask(net, lr=1e-3)
     dm = NBodyDataModule(root=str(data), batch_size=8, max_train_samples=32)
     trainer = L.Trainer(
         accelerator="cpu",
@@ -48,4 +53,4 @@ def run(data: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    run(Path(sys.argv[1]), Path(sys.argv[2]))
+    run(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3])

@@ -3,7 +3,9 @@
 The EGNN paper's GNN baseline: node inputs are raw positions and velocities [x, v], edge
 inputs q_i q_j, ``n_layers`` residual message-passing layers, and an MLP decoder that outputs
 the target positions directly. Because raw coordinates enter the network, its output does not
-rotate with its input: the contrast the equivariance tests pin.
+rotate with its input: the contrast the equivariance tests pin. With ``normalize_inputs`` the
+[x, v] inputs are standardised by an online :class:`~simsurrogate.models.normalization.Normalizer`
+(off by default, as in the paper).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from torch import Tensor, nn
 from simsurrogate.graph import Graph, scatter_sum
 from simsurrogate.models.base import SurrogateModel
 from simsurrogate.models.mlp import mlp
+from simsurrogate.models.normalization import Normalizer
 
 
 class GNNLayer(nn.Module):
@@ -42,9 +45,11 @@ class GNN(SurrogateModel):
         n_layers: int = 4,
         recurrent: bool = True,
         predict_velocity: bool = False,
+        normalize_inputs: bool = False,
     ) -> None:
         super().__init__()
         self.predict_velocity = predict_velocity
+        self.input_norm = Normalizer(6) if normalize_inputs else None
         self.embedding = nn.Linear(6, hidden)
         self.layers = nn.ModuleList(GNNLayer(hidden, 1, recurrent) for _ in range(n_layers))
         self.decoder = mlp([hidden, hidden, 6 if predict_velocity else 3])
@@ -54,7 +59,10 @@ class GNN(SurrogateModel):
         x, v, q = graph.nodes["pos"], graph.nodes["vel"], graph.nodes["charge"]
         send, recv = graph.edge_index
         edge_attr = (q[recv] * q[send]).unsqueeze(-1)
-        h = self.embedding(torch.cat([x, v], dim=-1))
+        inputs = torch.cat([x, v], dim=-1)
+        if self.input_norm is not None:
+            inputs = self.input_norm(inputs)
+        h = self.embedding(inputs)
         for layer in self.layers:
             h = layer(h, graph.edge_index, edge_attr)
         out = self.decoder(h)
