@@ -65,10 +65,13 @@ def test_checkpoint_alone_rebuilds_the_model(trained: Path, nbody_dir: Path) -> 
         torch.testing.assert_close(model(graph)["pos"], reference.eval()(graph)["pos"])
 
 
-def test_cli_test_writes_metrics(trained: Path, nbody_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("command, prefix", [("test", "test"), ("validate", "val")])
+def test_cli_evaluation_writes_metrics(
+    command: str, prefix: str, trained: Path, nbody_dir: Path, tmp_path: Path
+) -> None:
     main(
         [
-            "test",
+            command,
             "--config",
             str(RECIPE),
             "--trainer.logger",
@@ -90,8 +93,8 @@ def test_cli_test_writes_metrics(trained: Path, nbody_dir: Path, tmp_path: Path)
             str(trained),
         ]
     )
-    metrics = json.loads((tmp_path / "test_metrics.json").read_text())
-    assert 0 < metrics["test/mse"] < 10
+    metrics = json.loads((tmp_path / f"{prefix}_metrics.json").read_text())
+    assert 0 < metrics[f"{prefix}/mse"] < 10
 
 
 def test_unknown_recipe_key_is_named_before_data_is_read(tmp_path: Path, capsys) -> None:
