@@ -32,10 +32,10 @@ demo: setup
 	$(SIMS) data validate data/nbody/test.h5
 	$(SIMS) fit --config recipes/equivariant/nbody_egnn.yaml --config recipes/equivariant/demo.yaml
 	$(SIMS) test --config recipes/equivariant/nbody_egnn.yaml --config recipes/equivariant/demo.yaml \
-		--ckpt_path $(DEMO)/checkpoints/best.ckpt
+		--trainer.logger false --ckpt_path $(DEMO)/checkpoints/best.ckpt
 	$(SIMS) rollout --checkpoint $(DEMO)/checkpoints/best.ckpt --data data/nbody/test.h5 \
 		--trajectory 0 --start 0 --steps 4 --out $(DEMO)/rollout
-	@echo "demo outputs under $(DEMO)/: logs/curves.png, logs/test_metrics.json, rollout/"
+	@echo "demo outputs under $(DEMO)/: logs/curves.png, test_metrics.json, rollout/"
 
 clean:
 	rm -rf $(VENV) out

@@ -85,7 +85,7 @@ def launch(
     out.mkdir(parents=True, exist_ok=True)
     layer = out / "override.yaml"
     settings = yaml.safe_dump(override(out, epochs, lr_schedule))
-    done = out / "logs" / "test_metrics.json"
+    done = out / "test_metrics.json"
     if done.exists() and layer.exists() and layer.read_text() == settings:
         return None
     layer.write_text(settings)
@@ -93,7 +93,9 @@ def launch(
     sims = [sys.executable, "-m", "simsurrogate.cli"]
     common = ["--config", str(recipe), "--config", str(layer), "--data.init_args.root", str(data)]
     fit = sims + ["fit", *common]
-    test = sims + ["test", *common, "--ckpt_path", str(out / "checkpoints" / "best.ckpt")]
+    # the test run logs only its metrics JSON (into ``out``), keeping the fit's CSV log intact
+    test = sims + ["test", *common, "--trainer.logger", "false"]
+    test += ["--ckpt_path", str(out / "checkpoints" / "best.ckpt")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     script = f"{subprocess.list2cmdline(fit)} && {subprocess.list2cmdline(test)}"
     log = open(out / "run.log", "w")
@@ -121,10 +123,10 @@ def main() -> None:
         code = 0 if proc is None else proc.wait()
         if code != 0:
             raise SystemExit(f"{name} failed (exit {code}); see {args.out / name / 'run.log'}")
-        test = json.loads((args.out / name / "logs" / "test_metrics.json").read_text())
+        test = json.loads((args.out / name / "test_metrics.json").read_text())
         ckpt = torch.load(args.out / name / "checkpoints" / "best.ckpt", weights_only=True)
         run_dir = args.out / name
-        wall = (run_dir / "logs" / "test_metrics.json").stat().st_mtime
+        wall = (run_dir / "test_metrics.json").stat().st_mtime
         wall -= (run_dir / "override.yaml").stat().st_mtime
         rows[name] = {
             "test_mse": test["test/mse"],
