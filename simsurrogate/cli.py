@@ -64,7 +64,12 @@ def _data_generate(args: argparse.Namespace) -> int:
 
 
 def _data_import(args: argparse.Namespace) -> int:
-    from simsurrogate.data.importers.ase_import import import_ase
+    try:
+        from simsurrogate.data.importers.ase_import import import_ase
+    except ModuleNotFoundError as exc:
+        raise SystemExit(
+            f"simsurrogate data import needs ASE ({exc}); install 'simsurrogate[atomistic]'"
+        ) from None
 
     path = import_ase(
         args.source, args.dest, index=args.index, format=args.format, overwrite=args.overwrite
