@@ -94,12 +94,11 @@ def test_generation_is_reproducible_byte_for_byte(tmp_path) -> None:
     """Same seed, same files: the dataset card's checksums rely on it."""
     from simsurrogate.sims.nbody import generate_nbody
 
+    sizes = {"n_train": 4, "n_valid": 2, "n_test": 2, "progress": False}
     config = ChargedNBodyConfig(n_steps=1000)
-    a = generate_nbody(tmp_path / "a", n_train=4, n_valid=2, n_test=2, config=config, progress=False)
-    b = generate_nbody(tmp_path / "b", n_train=4, n_valid=2, n_test=2, config=config, progress=False)
+    a = generate_nbody(tmp_path / "a", config=config, **sizes)
+    b = generate_nbody(tmp_path / "b", config=config, **sizes)
     for split in a:
         assert a[split].read_bytes() == b[split].read_bytes()
-    c = generate_nbody(
-        tmp_path / "c", n_train=4, n_valid=2, n_test=2, seed=7, config=config, progress=False
-    )
+    c = generate_nbody(tmp_path / "c", seed=7, config=config, **sizes)
     assert c["train"].read_bytes() != a["train"].read_bytes()
