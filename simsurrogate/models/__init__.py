@@ -3,5 +3,6 @@
 from simsurrogate.models.base import SurrogateModel, build_model
 from simsurrogate.models.equivariant import EGNN
 from simsurrogate.models.gnn import GNN
+from simsurrogate.models.operators import FNO, UNet
 
-__all__ = ["EGNN", "GNN", "SurrogateModel", "build_model"]
+__all__ = ["EGNN", "FNO", "GNN", "SurrogateModel", "UNet", "build_model"]
