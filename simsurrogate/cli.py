@@ -45,22 +45,38 @@ def _data_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _data_generate(args: argparse.Namespace) -> int:
-    if args.dataset == "nbody":
-        from simsurrogate.sims.nbody import generate_nbody
+def _generate_nbody(args: argparse.Namespace) -> dict:
+    from simsurrogate.sims.nbody import generate_nbody
 
-        paths = generate_nbody(
-            args.out,
-            n_train=args.n_train,
-            n_valid=args.n_valid,
-            n_test=args.n_test,
-            seed=args.seed,
-            overwrite=args.overwrite,
-        )
-        for split, path in paths.items():
-            print(f"{split}: {path}")
-        return 0
-    raise SystemExit(f"unknown dataset {args.dataset!r}")
+    return generate_nbody(
+        args.out,
+        n_train=args.n_train,
+        n_valid=args.n_valid,
+        n_test=args.n_test,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
+
+
+def _generate_darcy(args: argparse.Namespace) -> dict:
+    from simsurrogate.sims.darcy import generate_darcy
+
+    return generate_darcy(
+        args.out,
+        n_train=args.n_train,
+        n_test=args.n_test,
+        seed=args.seed,
+        resolution=args.resolution,
+        stored_resolutions=tuple(args.stored),
+        workers=args.workers,
+        overwrite=args.overwrite,
+    )
+
+
+def _data_generate(args: argparse.Namespace) -> int:
+    for name, path in args.generate(args).items():
+        print(f"{name}: {path}")
+    return 0
 
 
 def _data_import(args: argparse.Namespace) -> int:
@@ -111,15 +127,32 @@ def _parser() -> argparse.ArgumentParser:
     p = dsub.add_parser("validate", help="check a data file; names the first problem")
     p.add_argument("file", type=Path)
     p.set_defaults(func=_data_validate)
-    p = dsub.add_parser("generate", help="generate a dataset with a ground-truth simulator")
-    p.add_argument("dataset", choices=["nbody"])
-    p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--n-train", type=int, default=3000)
+    gen = dsub.add_parser("generate", help="generate a dataset with a ground-truth simulator")
+    gsub = gen.add_subparsers(dest="dataset", required=True)
+
+    def generator(name: str, help: str, func, n_train: int, n_test: int, seed: int):
+        p = gsub.add_parser(name, help=help)
+        p.add_argument("--out", type=Path, required=True, help="output directory")
+        p.add_argument("--n-train", type=int, default=n_train)
+        p.add_argument("--n-test", type=int, default=n_test)
+        p.add_argument("--seed", type=int, default=seed)
+        p.add_argument("--overwrite", action="store_true", help="replace existing files")
+        p.set_defaults(func=_data_generate, generate=func)
+        return p
+
+    p = generator("nbody", "charged N-body (EGNN paper)", _generate_nbody, 3000, 2000, 43)
     p.add_argument("--n-valid", type=int, default=2000)
-    p.add_argument("--n-test", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=43)
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=_data_generate)
+    p = generator("darcy", "2-D Darcy flow (FNO paper)", _generate_darcy, 1000, 200, 0)
+    p.add_argument("--resolution", type=int, default=421, help="solver grid points per side")
+    p.add_argument(
+        "--stored",
+        type=int,
+        nargs="+",
+        default=[421, 85],
+        help="resolutions to write (subsampled from the solver grid)",
+    )
+    p.add_argument("--workers", type=int, default=1, help="solver processes")
+
     p = dsub.add_parser("import", help="import any ASE-readable file (extxyz, traj, db)")
     p.add_argument("source", type=Path)
     p.add_argument("dest", type=Path)
