@@ -108,3 +108,13 @@ def test_import_extxyz(tmp_path: Path) -> None:
     np.testing.assert_allclose(reader[2]["energy"], -12.0)
     np.testing.assert_allclose(reader[2]["forces"], 0.2)
     reader.close()
+
+
+def test_generate_darcy_through_the_cli(tmp_path: Path) -> None:
+    args = ["--out", str(tmp_path), "--n-train", "2", "--n-test", "1"]
+    assert (
+        main(["data", "generate", "darcy", *args, "--resolution", "21", "--stored", "21", "11"])
+        == 0
+    )
+    for name in ("train_21", "train_11", "test_21", "test_11"):
+        assert main(["data", "validate", str(tmp_path / f"{name}.h5")]) == 0
