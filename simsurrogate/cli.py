@@ -73,6 +73,29 @@ def _generate_darcy(args: argparse.Namespace) -> dict:
     )
 
 
+def _generate_navier_stokes(args: argparse.Namespace) -> dict:
+    from simsurrogate.sims.navier_stokes import NavierStokesConfig, generate_navier_stokes
+
+    config = NavierStokesConfig(
+        viscosity=args.viscosity,
+        t_final=args.t_final,
+        dt=args.dt,
+        record_every=args.record_every,
+        resolution=args.resolution,
+        stored_resolution=args.stored,
+    )
+    return generate_navier_stokes(
+        args.out,
+        n_train=args.n_train,
+        n_test=args.n_test,
+        seed=args.seed,
+        config=config,
+        chunk=args.chunk,
+        device=args.device,
+        overwrite=args.overwrite,
+    )
+
+
 def _data_generate(args: argparse.Namespace) -> int:
     for name, path in args.generate(args).items():
         print(f"{name}: {path}")
@@ -152,6 +175,22 @@ def _parser() -> argparse.ArgumentParser:
         help="resolutions to write (subsampled from the solver grid)",
     )
     p.add_argument("--workers", type=int, default=1, help="solver processes")
+    p = generator(
+        "navier-stokes",
+        "2-D vorticity on the torus (FNO paper)",
+        _generate_navier_stokes,
+        1000,
+        200,
+        0,
+    )
+    p.add_argument("--viscosity", type=float, default=1e-3, help="1e-3 (T=50), 1e-4, 1e-5")
+    p.add_argument("--t-final", type=float, default=50.0, help="horizon; one record per unit time")
+    p.add_argument("--dt", type=float, default=1e-4)
+    p.add_argument("--record-every", type=float, default=1.0, help="time between stored states")
+    p.add_argument("--resolution", type=int, default=256, help="solver grid points per side")
+    p.add_argument("--stored", type=int, default=64, help="stored grid points per side")
+    p.add_argument("--chunk", type=int, default=20, help="trajectories solved together")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
 
     p = dsub.add_parser("import", help="import any ASE-readable file (extxyz, traj, db)")
     p.add_argument("source", type=Path)
@@ -186,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (DataError, CheckpointError, RolloutError) as exc:
+    except (DataError, CheckpointError, RolloutError, ValueError) as exc:  # bad input, no trace
         print(f"simsurrogate: error: {exc}", file=sys.stderr)
         return 2
 
