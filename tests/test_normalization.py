@@ -32,6 +32,13 @@ def test_statistics_match_numpy_over_batches() -> None:
     torch.testing.assert_close(norm.inverse(y), x)
 
 
+def test_an_empty_normalizer_is_the_identity() -> None:
+    x = torch.randn(5, 3)
+    norm = Normalizer(3).eval()
+    torch.testing.assert_close(norm(x), x)
+    torch.testing.assert_close(norm.inverse(x), x)
+
+
 def test_eval_mode_and_max_accumulations_freeze_statistics() -> None:
     norm = Normalizer(1, max_accumulations=2).train()
     for value in (1.0, 3.0, 100.0):

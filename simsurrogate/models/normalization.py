@@ -60,8 +60,12 @@ class Normalizer(nn.Module):
         accumulate = self.training if accumulate is None else accumulate
         if accumulate and self.accumulations < self.max_accumulations:
             self._accumulate(x)
+        if self.count == 0:  # nothing seen yet (an untrained model): leave features as they are
+            return x
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
     def inverse(self, y: Tensor) -> Tensor:
         """Undo the normalisation: y * std + mean."""
+        if self.count == 0:
+            return y
         return y * self.std.to(y.dtype) + self.mean.to(y.dtype)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from simsurrogate.models.base import SurrogateModel
+from simsurrogate.models.normalization import Normalizer
 
 _FACTORIZATIONS = (None, "tucker", "cp")
 
@@ -180,7 +181,13 @@ class FNO(SurrogateModel):
     is a subsample of a fine one). ``padding`` zero-pads each spatial dim at its end by that
     many points after lifting and crops them before projection, for non-periodic domains.
     ``factorization`` ("tucker" or "cp") with ``rank`` (fraction of the dense spectral-weight
-    parameter count) gives the tensorised TFNO.
+    parameter count) gives the tensorised TFNO. ``normalize_inputs`` standardises each input
+    channel with statistics accumulated online during training (a
+    :class:`~simsurrogate.models.normalization.Normalizer`, saved with the weights), so the
+    model takes fields in physical units, such as Darcy coefficients of 3 and 12.
+    ``normalize_outputs`` makes the network predict standardised outputs that ``forward``
+    decodes to physical units; the training task feeds it the targets' statistics through
+    :meth:`observe_targets`, so a loaded checkpoint needs nothing else.
     """
 
     def __init__(
@@ -196,6 +203,8 @@ class FNO(SurrogateModel):
         factorization: str | None = None,
         rank: float = 1.0,
         positional_embedding: bool = True,
+        normalize_inputs: bool = False,
+        normalize_outputs: bool = False,
     ) -> None:
         super().__init__()
         d = len(modes)
@@ -209,6 +218,8 @@ class FNO(SurrogateModel):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.modes, self.pads = list(modes), pads
         self.positional_embedding = positional_embedding
+        self.input_norm = Normalizer(in_channels) if normalize_inputs else None
+        self.output_norm = Normalizer(out_channels) if normalize_outputs else None
         n_in = in_channels + (d if positional_embedding else 0)
         self.lifting = _pointwise(d, [n_in, lifting_channels, width])
         self.spectral = nn.ModuleList(
@@ -233,6 +244,8 @@ class FNO(SurrogateModel):
         sizes = x.shape[2:]
         padded = [n + p for n, p in zip(sizes, self.pads, strict=True)]
         check_modes(padded, self.modes, context=f" after padding by {self.pads}")
+        if self.input_norm is not None:
+            x = self.input_norm(x.movedim(1, -1)).movedim(-1, 1)
         if self.positional_embedding:
             x = torch.cat([x, self._grid(x)], dim=1)
         v = self.lifting(x)
@@ -244,7 +257,16 @@ class FNO(SurrogateModel):
                 v = F.gelu(v)
         if any(self.pads):
             v = v[(..., *(slice(0, n) for n in sizes))]
-        return self.projection(v)
+        y = self.projection(v)
+        if self.output_norm is not None:
+            y = self.output_norm.inverse(y.movedim(1, -1)).movedim(-1, 1)
+        return y
+
+    @torch.no_grad()
+    def observe_targets(self, y: Tensor) -> None:
+        """Accumulate output statistics from training targets (B, out_channels, *spatial)."""
+        if self.output_norm is not None:
+            self.output_norm(y.movedim(1, -1), accumulate=True)
 
     @staticmethod
     def _grid(x: Tensor) -> Tensor:
