@@ -73,6 +73,21 @@ def _generate_darcy(args: argparse.Namespace) -> dict:
     )
 
 
+def _generate_burgers(args: argparse.Namespace) -> dict:
+    from simsurrogate.sims.burgers import BurgersConfig, generate_burgers
+
+    config = BurgersConfig(viscosity=args.viscosity, resolution=args.resolution)
+    return generate_burgers(
+        args.out,
+        n_train=args.n_train,
+        n_test=args.n_test,
+        seed=args.seed,
+        stored_resolution=args.stored,
+        config=config,
+        overwrite=args.overwrite,
+    )
+
+
 def _generate_navier_stokes(args: argparse.Namespace) -> dict:
     from simsurrogate.sims.navier_stokes import NavierStokesConfig, generate_navier_stokes
 
@@ -165,6 +180,10 @@ def _parser() -> argparse.ArgumentParser:
 
     p = generator("nbody", "charged N-body (EGNN paper)", _generate_nbody, 3000, 2000, 43)
     p.add_argument("--n-valid", type=int, default=2000)
+    p = generator("burgers", "1-D viscous Burgers (FNO paper)", _generate_burgers, 1000, 200, 0)
+    p.add_argument("--viscosity", type=float, default=0.1)
+    p.add_argument("--resolution", type=int, default=8192, help="solver grid points")
+    p.add_argument("--stored", type=int, default=1024, help="stored grid points")
     p = generator("darcy", "2-D Darcy flow (FNO paper)", _generate_darcy, 1000, 200, 0)
     p.add_argument("--resolution", type=int, default=421, help="solver grid points per side")
     p.add_argument(

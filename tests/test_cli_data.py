@@ -127,3 +127,9 @@ def test_generate_navier_stokes_through_the_cli(tmp_path: Path) -> None:
     assert main(["data", "validate", str(tmp_path / "train.hdf5")]) == 0
     bad = ["--out", str(tmp_path / "bad"), "--viscosity", "-1"]
     assert main(["data", "generate", "navier-stokes", *bad]) == 2
+
+
+def test_generate_burgers_through_the_cli(tmp_path: Path) -> None:
+    args = ["--out", str(tmp_path), "--n-train", "2", "--n-test", "1"]
+    assert main(["data", "generate", "burgers", *args, "--resolution", "64", "--stored", "32"]) == 0
+    assert main(["data", "validate", str(tmp_path / "train.h5")]) == 0
