@@ -14,7 +14,7 @@ from simsurrogate.data.errors import DataError
 from simsurrogate.data.well import WellDataModule
 from simsurrogate.models import FNO
 from simsurrogate.sims.darcy import generate_darcy
-from simsurrogate.tasks.losses import relative_h1, relative_l2
+from simsurrogate.tasks.losses import relative_h1, relative_l2, vrmse
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "operators" / "darcy_fno.yaml"
 
@@ -33,6 +33,9 @@ def test_relative_losses() -> None:
     assert float(relative_l2(y, y)) == 0.0
     assert float(relative_l2(1.1 * y, y)) == pytest.approx(0.1, rel=1e-5)
     assert float(relative_h1(1.1 * y, y)) == pytest.approx(0.1, rel=1e-5)
+    # VRMSE: the error's RMS over the target's standard deviation (sin has variance 1/2)
+    assert float(vrmse(y + 0.1, y)) == pytest.approx(0.1 / math.sqrt(0.5), rel=1e-4)
+    assert float(vrmse(torch.zeros_like(y), y)) == pytest.approx(1.0, rel=1e-4)
     wiggle = y + 0.01 * torch.sin(2 * math.pi * 40 * x)
     # H1 weighs a high-frequency error by its derivative: far more than L2 does
     assert float(relative_h1(wiggle, y)) > 10 * float(relative_l2(wiggle, y))

@@ -10,9 +10,10 @@ from torch import Tensor
 
 from simsurrogate.checkpoint import KEY, make_metadata
 from simsurrogate.models.base import SurrogateModel
-from simsurrogate.tasks.losses import relative_h1, relative_l2
+from simsurrogate.tasks.losses import relative_h1, relative_l2, vrmse
 
-LOSSES = {"l2": relative_l2, "h1": relative_h1}
+#: loss name -> (logged metric name, function)
+LOSSES = {"l2": ("rel_l2", relative_l2), "h1": ("rel_h1", relative_h1), "vrmse": ("vrmse", vrmse)}
 
 
 class FieldOperatorTask(L.LightningModule):
@@ -21,11 +22,12 @@ class FieldOperatorTask(L.LightningModule):
     Args:
         model: the operator (e.g. :class:`~simsurrogate.models.operators.FNO`).
         lr, weight_decay: Adam settings (FNO paper: 1e-3, 1e-4).
-        loss: "l2" (relative L2, the papers' metric) or "h1" (relative H1).
+        loss: "l2" (relative L2, the FNO paper's metric), "h1" (relative H1) or "vrmse"
+            (The Well's variance-scaled RMSE).
         scheduler_step, scheduler_gamma: multiply the learning rate by ``gamma`` every
             ``step`` epochs (FNO paper: 100 and 0.5 over 500 epochs).
 
-    Both relative L2 and relative H1 are logged for validation and test.
+    Relative L2, relative H1 and VRMSE are all logged for training, validation and test.
     """
 
     def __init__(
@@ -58,18 +60,18 @@ class FieldOperatorTask(L.LightningModule):
                 f"model output {tuple(pred.shape)} does not match the target {tuple(y.shape)}: "
                 "check out_channels against the recipe's target fields and horizon"
             )
-        metrics = {name: fn(pred, y) for name, fn in LOSSES.items()}
-        for name, value in metrics.items():
+        metrics = {key: (metric, fn(pred, y)) for key, (metric, fn) in LOSSES.items()}
+        for key, (metric, value) in metrics.items():
             self.log(
-                f"{stage}/rel_{name}",
+                f"{stage}/{metric}",
                 value,
                 batch_size=len(x),
-                prog_bar=name == self.loss,
+                prog_bar=key == self.loss,
                 on_step=False,
                 on_epoch=True,
                 sync_dist=stage != "train",
             )
-        return metrics[self.loss]
+        return metrics[self.loss][1]
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self._step("train", batch)

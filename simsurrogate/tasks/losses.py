@@ -28,3 +28,15 @@ def _sq_h1(u: Tensor) -> Tensor:
 def relative_h1(pred: Tensor, target: Tensor) -> Tensor:
     """Mean over the batch of |pred - target|_H1 / |target|_H1; tensors (B, C, *spatial)."""
     return (_sq_h1(pred - target) / _sq_h1(target).clamp(min=1e-24)).sqrt().mean()
+
+
+def vrmse(pred: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
+    """The Well's variance-scaled RMSE, averaged over samples and channels.
+
+    Per sample and channel: sqrt(<(pred - target)^2> / (<(target - <target>)^2> + eps)), with
+    <.> the mean over the spatial grid; tensors (B, C, *spatial). A value of 1 means no better
+    than predicting the target's spatial mean.
+    """
+    err = ((pred - target) ** 2).flatten(2).mean(dim=2)
+    var = target.flatten(2).var(dim=2, unbiased=False)
+    return (err / (var + eps)).sqrt().mean()
