@@ -118,16 +118,22 @@ def _data_generate(args: argparse.Namespace) -> int:
 
 
 def _data_import(args: argparse.Namespace) -> int:
-    try:
-        from simsurrogate.data.importers.ase_import import import_ase
-    except ModuleNotFoundError as exc:
-        raise SystemExit(
-            f"simsurrogate data import needs ASE ({exc}); install 'simsurrogate[atomistic]'"
-        ) from None
+    if args.source_format == "pdebench":
+        from simsurrogate.data.importers.pdebench import import_pdebench
 
-    path = import_ase(
-        args.source, args.dest, index=args.index, format=args.format, overwrite=args.overwrite
-    )
+        path = import_pdebench(
+            args.source, args.dest, max_samples=args.max_samples, overwrite=args.overwrite
+        )
+    else:
+        try:
+            from simsurrogate.data.importers.ase_import import import_ase
+        except ModuleNotFoundError as exc:
+            raise SystemExit(
+                f"simsurrogate data import needs ASE ({exc}); install 'simsurrogate[atomistic]'"
+            ) from None
+        path = import_ase(
+            args.source, args.dest, index=args.index, format=args.format, overwrite=args.overwrite
+        )
     print(f"wrote {path}")
     return 0
 
@@ -211,11 +217,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk", type=int, default=20, help="trajectories solved together")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
 
-    p = dsub.add_parser("import", help="import any ASE-readable file (extxyz, traj, db)")
+    p = dsub.add_parser(
+        "import", help="import an ASE-readable file (extxyz, traj, db) or a PDEBench HDF5 file"
+    )
     p.add_argument("source", type=Path)
     p.add_argument("dest", type=Path)
+    p.add_argument(
+        "--from",
+        dest="source_format",
+        choices=["ase", "pdebench"],
+        default="ase",
+        help="ase: atomistic frames (particle schema); pdebench: grid fields (The Well layout)",
+    )
     p.add_argument("--index", default=":", help="ASE index of frames to read (default all)")
     p.add_argument("--format", default=None, help="ASE format name if not guessed from suffix")
+    p.add_argument("--max-samples", type=int, default=None, help="PDEBench samples to import")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_data_import)
 

@@ -133,3 +133,15 @@ def test_generate_burgers_through_the_cli(tmp_path: Path) -> None:
     args = ["--out", str(tmp_path), "--n-train", "2", "--n-test", "1"]
     assert main(["data", "generate", "burgers", *args, "--resolution", "64", "--stored", "32"]) == 0
     assert main(["data", "validate", str(tmp_path / "train.h5")]) == 0
+
+
+def test_import_pdebench_through_the_cli(tmp_path: Path) -> None:
+    src = tmp_path / "1D_Advection_Sols_beta0.1.hdf5"
+    with h5py.File(src, "w") as fh:
+        fh["tensor"] = np.random.default_rng(0).normal(size=(3, 4, 16)).astype(np.float32)
+        fh["x-coordinate"] = (np.arange(16) + 0.5) / 16
+        fh["t-coordinate"] = np.linspace(0, 2, 5)
+        fh.attrs["beta"] = 0.1
+    dest = tmp_path / "advection.h5"
+    assert main(["data", "import", str(src), str(dest), "--from", "pdebench"]) == 0
+    assert main(["data", "validate", str(dest)]) == 0
