@@ -22,13 +22,12 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
+from runner import launch_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_EPOCHS = 500
@@ -160,33 +159,6 @@ def scheduler_step(epochs: int) -> int:
     return max(1, round(epochs * 100 / PAPER_EPOCHS))
 
 
-def launch(name: str, out: Path, layer_settings: dict) -> subprocess.Popen | None:
-    """Start fit + test for one problem in a background shell, one thread.
-
-    Returns None when ``out`` already holds a finished run with the same settings, so an
-    interrupted benchmark resumes where it stopped.
-    """
-    out.mkdir(parents=True, exist_ok=True)
-    layer = out / "override.yaml"
-    settings = yaml.safe_dump(layer_settings)
-    done = out / "test_metrics.json"
-    if done.exists() and layer.exists() and layer.read_text() == settings:
-        return None
-    done.unlink(missing_ok=True)
-    layer.write_text(settings)
-    recipe = ROOT / "recipes" / "operators" / PROBLEMS[name].recipe
-    sims = [sys.executable, "-m", "simsurrogate.cli"]
-    common = ["--config", str(recipe), "--config", str(layer)]
-    fit = sims + ["fit", *common]
-    # the test run logs only its metrics JSON (into ``out``), keeping the fit's CSV log intact
-    test = sims + ["test", *common, "--trainer.logger", "false"]
-    test += ["--ckpt_path", str(out / "checkpoints" / "best.ckpt")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    script = f"{subprocess.list2cmdline(fit)} && {subprocess.list2cmdline(test)}"
-    log = open(out / "run.log", "w")
-    return subprocess.Popen(script, shell=True, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
 def collect(name: str, run_dir: Path, resolution: str, args: argparse.Namespace) -> dict:
     """The measured numbers of one finished run, next to the paper's."""
     test = json.loads((run_dir / "test_metrics.json").read_text())
@@ -286,7 +258,11 @@ def main() -> None:
 
     data = {name: generate(name, args) for name in args.problems}
     procs = {
-        name: launch(name, args.out / name, override(args.out / name, train, test, args))
+        name: launch_recipe(
+            ROOT / "recipes" / "operators" / PROBLEMS[name].recipe,
+            args.out / name,
+            override(args.out / name, train, test, args),
+        )
         for name, (train, test, _) in data.items()
     }
     rows = {}

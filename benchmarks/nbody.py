@@ -18,12 +18,11 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
-import yaml
+from runner import launch_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = {"egnn": 0.0071, "gnn": 0.0107}
@@ -76,34 +75,6 @@ def linear_baseline(data: Path) -> float:
     return float(((test["pos"] + t * test["vel"] - test["target_pos"]) ** 2).mean())
 
 
-def launch(
-    name: str, data: Path, out: Path, epochs: int, lr_schedule: str
-) -> subprocess.Popen | None:
-    """Start fit + test for one recipe in a background shell, one thread.
-
-    Returns None when ``out`` already holds a finished run with the same settings, so an
-    interrupted benchmark resumes where it stopped.
-    """
-    out.mkdir(parents=True, exist_ok=True)
-    layer = out / "override.yaml"
-    settings = yaml.safe_dump(override(out, epochs, lr_schedule))
-    done = out / "test_metrics.json"
-    if done.exists() and layer.exists() and layer.read_text() == settings:
-        return None
-    layer.write_text(settings)
-    recipe = ROOT / "recipes" / "equivariant" / f"nbody_{name}.yaml"
-    sims = [sys.executable, "-m", "simsurrogate.cli"]
-    common = ["--config", str(recipe), "--config", str(layer), "--data.init_args.root", str(data)]
-    fit = sims + ["fit", *common]
-    # the test run logs only its metrics JSON (into ``out``), keeping the fit's CSV log intact
-    test = sims + ["test", *common, "--trainer.logger", "false"]
-    test += ["--ckpt_path", str(out / "checkpoints" / "best.ckpt")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    script = f"{subprocess.list2cmdline(fit)} && {subprocess.list2cmdline(test)}"
-    log = open(out / "run.log", "w")
-    return subprocess.Popen(script, shell=True, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10000)
@@ -118,7 +89,13 @@ def main() -> None:
 
     generate_nbody(args.data)  # keeps existing complete files
     procs = {
-        m: launch(m, args.data, args.out / m, args.epochs, args.lr_schedule) for m in args.models
+        m: launch_recipe(
+            ROOT / "recipes" / "equivariant" / f"nbody_{m}.yaml",
+            args.out / m,
+            override(args.out / m, args.epochs, args.lr_schedule),
+            ["--data.init_args.root", str(args.data)],
+        )
+        for m in args.models
     }
     rows = {}
     for name, proc in procs.items():
