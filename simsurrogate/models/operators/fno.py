@@ -158,6 +158,20 @@ class SpectralConv(nn.Module):
         return torch.fft.irfftn(out, s=sizes, dim=axes, norm="forward")
 
 
+def check_input(x: Tensor, n_spatial: int, in_channels: int, model: str) -> None:
+    """Raise a ValueError naming the problem unless ``x`` is (B, in_channels, *n_spatial dims)."""
+    if x.ndim != n_spatial + 2:
+        raise ValueError(
+            f"{model} with {n_spatial} spatial dims expects input (B, C, {n_spatial} spatial "
+            f"dims), got shape {tuple(x.shape)}"
+        )
+    if x.shape[1] != in_channels:
+        raise ValueError(
+            f"input has {x.shape[1]} channels but the model was built with "
+            f"in_channels={in_channels}"
+        )
+
+
 def _pointwise(dim: int, sizes: list[int]) -> nn.Sequential:
     """1x1 convolution MLP over channels ``sizes`` (in, hidden..., out), GELU between layers."""
     conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[dim]
@@ -230,17 +244,7 @@ class FNO(SurrogateModel):
 
     def forward(self, x: Tensor) -> Tensor:
         """Map ``x`` (B, in_channels, *spatial) to (B, out_channels, *spatial)."""
-        d = len(self.modes)
-        if x.ndim != d + 2:
-            raise ValueError(
-                f"FNO with {d} spatial dims expects input (B, C, {d} spatial dims), "
-                f"got shape {tuple(x.shape)}"
-            )
-        if x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"input has {x.shape[1]} channels but the model was built with "
-                f"in_channels={self.in_channels}"
-            )
+        check_input(x, len(self.modes), self.in_channels, "FNO")
         sizes = x.shape[2:]
         padded = [n + p for n, p in zip(sizes, self.pads, strict=True)]
         check_modes(padded, self.modes, context=f" after padding by {self.pads}")

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from simsurrogate.models.base import SurrogateModel
+from simsurrogate.models.operators.fno import check_input
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _UP = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -77,16 +78,7 @@ class UNet(SurrogateModel):
 
     def forward(self, x: Tensor) -> Tensor:
         """Map ``x`` (B, in_channels, *spatial) to (B, out_channels, *spatial)."""
-        if x.ndim != self.dim + 2:
-            raise ValueError(
-                f"UNet with dim={self.dim} expects input (B, C, {self.dim} spatial dims), "
-                f"got shape {tuple(x.shape)}"
-            )
-        if x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"input has {x.shape[1]} channels but the model was built with "
-                f"in_channels={self.in_channels}"
-            )
+        check_input(x, self.dim, self.in_channels, "UNet")
         sizes = x.shape[2:]
         k = 2**self.depth
         pads = [-n % k for n in sizes]
