@@ -3,6 +3,7 @@
 from simsurrogate.models.base import SurrogateModel, build_model
 from simsurrogate.models.equivariant import EGNN
 from simsurrogate.models.gnn import GNN
+from simsurrogate.models.meshgraphnet import MeshGraphNet
 from simsurrogate.models.operators import FNO, UNet
 
-__all__ = ["EGNN", "FNO", "GNN", "SurrogateModel", "UNet", "build_model"]
+__all__ = ["EGNN", "FNO", "GNN", "MeshGraphNet", "SurrogateModel", "UNet", "build_model"]

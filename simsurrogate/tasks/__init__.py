@@ -1,6 +1,7 @@
 """LightningModules: what is learned and how it is scored."""
 
 from simsurrogate.tasks.field_operator import FieldOperatorTask
+from simsurrogate.tasks.mesh_dynamics import MeshDynamicsTask
 from simsurrogate.tasks.particle_dynamics import ParticleDynamicsTask
 
-__all__ = ["FieldOperatorTask", "ParticleDynamicsTask"]
+__all__ = ["FieldOperatorTask", "MeshDynamicsTask", "ParticleDynamicsTask"]

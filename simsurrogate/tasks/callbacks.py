@@ -18,7 +18,8 @@ class LearningCurves(L.Callback):
     """At the end of a fit, plot every ``*loss``/``*mse`` metric of the CSV log to ``curves.png``.
 
     Reads ``metrics.csv`` written by Lightning's :class:`~lightning.pytorch.loggers.CSVLogger`
-    (one of the recipe's loggers) and plots the epoch-level values on a log scale.
+    (one of the recipe's loggers) and plots the values against the optimizer step on a log
+    scale (epoch-level values of epoch-based runs, step-level ones of step-based runs).
     """
 
     def __init__(self, filename: str = "curves.png") -> None:
@@ -45,7 +46,7 @@ class LearningCurves(L.Callback):
                         continue
                     if key.endswith("_step"):
                         continue
-                    series.setdefault(key, []).append((int(float(row["epoch"])), float(value)))
+                    series.setdefault(key, []).append((int(float(row["step"])), float(value)))
         if not series:
             return
         import matplotlib
@@ -59,7 +60,7 @@ class LearningCurves(L.Callback):
             if points:
                 ax.plot(*zip(*points, strict=True), label=key)
         ax.set_yscale("log")
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("optimizer step")
         ax.set_ylabel("metric")
         ax.legend()
         ax.grid(alpha=0.3)
