@@ -119,6 +119,25 @@ def _data_generate(args: argparse.Namespace) -> int:
 
 
 def _data_import(args: argparse.Namespace) -> int:
+    if (args.dest is None) == (args.out is None):
+        raise ValueError("data import: give the output as DEST or as --out (exactly one)")
+    args.dest = args.dest if args.out is None else args.out
+    if args.source_format == "deepmind":
+        from simsurrogate.data.importers.deepmind import import_deepmind
+
+        try:
+            paths = import_deepmind(
+                args.source,
+                args.dest,
+                splits=args.splits,
+                max_trajectories=args.max_samples,
+                overwrite=args.overwrite,
+            )
+        except ModuleNotFoundError as exc:
+            raise SystemExit(f"simsurrogate data import: {exc}") from None
+        for path in paths.values():
+            print(f"wrote {path}")
+        return 0
     if args.source_format == "pdebench":
         from simsurrogate.data.importers.pdebench import import_pdebench
 
@@ -219,20 +238,32 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
 
     p = dsub.add_parser(
-        "import", help="import an ASE-readable file (extxyz, traj, db) or a PDEBench HDF5 file"
+        "import",
+        help="import an ASE-readable file (extxyz, traj, db), a PDEBench HDF5 file or a "
+        "DeepMind MeshGraphNets dataset directory",
     )
     p.add_argument("source", type=Path)
-    p.add_argument("dest", type=Path)
+    p.add_argument("dest", type=Path, nargs="?", help="output file (directory for deepmind)")
+    p.add_argument("--out", type=Path, default=None, help="the output, instead of DEST")
     p.add_argument(
         "--from",
         dest="source_format",
-        choices=["ase", "pdebench"],
+        choices=["ase", "pdebench", "deepmind"],
         default="ase",
-        help="ase: atomistic frames (particle schema); pdebench: grid fields (The Well layout)",
+        help="ase: atomistic frames (particle schema); pdebench: grid fields (The Well layout); "
+        "deepmind: meta.json + *.tfrecord directory (mesh schema, one file per split)",
     )
     p.add_argument("--index", default=":", help="ASE index of frames to read (default all)")
     p.add_argument("--format", default=None, help="ASE format name if not guessed from suffix")
-    p.add_argument("--max-samples", type=int, default=None, help="PDEBench samples to import")
+    p.add_argument(
+        "--max-samples",
+        type=int,
+        default=None,
+        help="PDEBench samples / DeepMind trajectories per split to import",
+    )
+    p.add_argument(
+        "--splits", nargs="+", default=["train", "valid", "test"], help="DeepMind splits"
+    )
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_data_import)
 
