@@ -271,6 +271,7 @@ def test_unknown_version_refused_by_reader(mesh_file: Path) -> None:
     [
         ({"cells": np.array([[0, 1, 30]])}, r"cells\[0, 2\] references a node out of range"),
         ({"node_type": np.zeros(24, np.int64)}, "node_type': shape inconsistent"),
+        ({"node_type": np.full(25, 12, np.int64)}, "unknown node type 12 at node 0"),
         ({"time": np.zeros(T)}, "time is not strictly increasing at step 1"),
     ],
 )

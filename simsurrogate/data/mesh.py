@@ -50,6 +50,7 @@ from simsurrogate.data._io import (
     reading,
 )
 from simsurrogate.data.errors import DataError
+from simsurrogate.data.node_types import check_node_types
 
 SCHEMA = "simsurrogate.mesh"
 SCHEMA_VERSION = 1
@@ -133,7 +134,8 @@ def check_mesh(
     """Check a static mesh; raise a :class:`DataError` naming the first problem.
 
     ``mesh_pos`` (N, 2 or 3) float, ``cells`` (C, V) int node indices, ``node_type`` (N,) int.
-    Checked in order: dtypes and shapes, NaN/inf, cells referencing nodes out of range, nodes
+    Checked in order: dtypes and shapes, NaN/inf, node types outside the MeshGraphNets codes
+    (:class:`~simsurrogate.data.node_types.NodeType`), cells referencing nodes out of range, nodes
     no cell uses, duplicate nodes (identical positions), degenerate cells (zero area or
     volume) and, for 2-D triangles, inverted ones (clockwise, negative signed area).
     """
@@ -170,6 +172,10 @@ def check_mesh(
             found=node_type.shape,
         )
     check_finite(mesh_pos, path=path, group=group, field="mesh_pos")
+    try:
+        check_node_types(node_type)
+    except ValueError as exc:
+        raise DataError(str(exc), path=path, group=group, field="node_type") from None
     _check_node_indices(cells, n, path, group, "cells")
     unused = np.bincount(cells.ravel().astype(np.int64), minlength=n) == 0
     if unused.any():
