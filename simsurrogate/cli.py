@@ -158,7 +158,37 @@ def _data_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_mesh_rollout(checkpoint: Path, data: Path) -> bool:
+    """Whether the checkpoint holds a mesh model (else: particles). A model class this
+    install does not know falls back to the data file's schema."""
+    from simsurrogate.checkpoint import KEY, read_checkpoint
+    from simsurrogate.data._io import attr_text, open_h5
+    from simsurrogate.data.mesh import SCHEMA
+    from simsurrogate.models.base import SurrogateModel
+    from simsurrogate.rollout.mesh import is_mesh_model_class
+
+    name = read_checkpoint(checkpoint)[KEY].get("model", {}).get("class")
+    if isinstance(name, str) and name in SurrogateModel.registry:
+        return is_mesh_model_class(name)
+    with open_h5(data) as f:
+        return attr_text(f.attrs.get("schema", "")) == SCHEMA
+
+
 def _rollout(args: argparse.Namespace) -> int:
+    if _is_mesh_rollout(args.checkpoint, args.data):
+        from simsurrogate.rollout.mesh_report import mesh_rollout_report, summary_line
+
+        metrics = mesh_rollout_report(
+            checkpoint=args.checkpoint,
+            data=args.data,
+            trajectory=args.trajectory,
+            steps=args.steps,
+            start=args.start,
+            out=args.out,
+            device=args.device,
+        )
+        print(summary_line(metrics, args.out))
+        return 0
     from simsurrogate.rollout.report import particle_rollout_report
 
     metrics = particle_rollout_report(
@@ -267,13 +297,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_data_import)
 
-    p = sub.add_parser("rollout", help="roll a trained model out from a state in a data file")
+    p = sub.add_parser(
+        "rollout",
+        help="roll a trained model out from a state in a data file",
+        description="Roll a trained model out from a stored state and score it against the "
+        "stored truth. Mesh models (MeshGraphNet) write rollout.h5, rollout.xdmf (ParaView), "
+        "metrics.json, rollout.png and rollout.gif; particle models rollout.h5, metrics.json "
+        "and rollout.png.",
+    )
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--data", type=Path, required=True, help="file holding the initial state")
     p.add_argument("--trajectory", type=int, default=0)
-    p.add_argument("--start", type=int, default=0, help="frame of the trajectory to start from")
+    p.add_argument(
+        "--start", type=int, default=0, help="frame (time step) of the trajectory to start from"
+    )
     p.add_argument("--steps", type=int, default=1, help="model steps (horizons) to advance")
     p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument(
+        "--device", default="cpu", help="torch device for mesh models, e.g. cuda (default cpu)"
+    )
     p.set_defaults(func=_rollout)
     return parser
 

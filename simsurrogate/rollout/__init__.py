@@ -1,6 +1,26 @@
 """Rollout engines that simulation pipelines call, independent of any DataLoader."""
 
 from simsurrogate.rollout.errors import RolloutError
+from simsurrogate.rollout.mesh import (
+    BoundaryFn,
+    MeshRollout,
+    MeshRolloutResult,
+    MeshState,
+    is_mesh_model,
+    xdmf_paths,
+)
 from simsurrogate.rollout.particles import ParticleRollout
+from simsurrogate.rollout.xdmf import XdmfSeries, XdmfWriter
 
-__all__ = ["ParticleRollout", "RolloutError"]
+__all__ = [
+    "BoundaryFn",
+    "MeshRollout",
+    "MeshRolloutResult",
+    "MeshState",
+    "ParticleRollout",
+    "RolloutError",
+    "XdmfSeries",
+    "XdmfWriter",
+    "is_mesh_model",
+    "xdmf_paths",
+]

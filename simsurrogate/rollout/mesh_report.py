@@ -1,0 +1,361 @@
+"""Roll a mesh model out from a stored state and score it against the stored truth.
+
+Everything is streamed: the engine writes the rollout step by step, and the scores, figure
+and animation read the prediction and the truth back one step at a time, so memory stays
+flat however long the rollout and however large the mesh.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simsurrogate.data.errors import DataError
+from simsurrogate.data.mesh import MeshReader
+from simsurrogate.rollout.mesh import MeshRollout, MeshState
+
+__all__ = ["mesh_rollout_report", "rmse_at"]
+
+#: horizons (steps) at which the rollout RMSE is reported, besides "all"
+HORIZONS = (1, 50)
+
+
+def rmse_at(mse_per_step: list[float], horizon: int | None) -> float | None:
+    """MeshGraphNets rollout RMSE: ``sqrt(mean_{k=1..h} mse_k)``, where ``mse_k`` is the squared
+    error at step k averaged over nodes and components; None without truth for h steps.
+    ``horizon`` None means every step with truth."""
+    h = len(mse_per_step) if horizon is None else horizon
+    if h < 1 or h > len(mse_per_step):
+        return None
+    return float(np.sqrt(np.mean(mse_per_step[:h])))
+
+
+def mesh_rollout_report(
+    checkpoint: str | Path,
+    data: str | Path,
+    trajectory: int,
+    steps: int,
+    start: int,
+    out: str | Path,
+    device: str = "cpu",
+    max_frames: int = 60,
+) -> dict[str, Any]:
+    """Roll ``steps`` model steps from step ``start`` of ``trajectory`` and write to ``out``.
+
+    The initial state (mesh, node types, fields) is step ``start`` of the file; dt comes
+    from its time coordinate. Writes ``rollout.h5`` (mesh schema), ``rollout.xdmf`` and
+    ``rollout.xdmf.h5`` (ParaView), ``metrics.json`` (RMSE per field at 1, 50 and all steps
+    that have truth, the RMSE per step, speed), ``rollout.png`` (prediction, truth and error
+    of the velocity at a few steps, RMSE against step) and ``rollout.gif`` (prediction |
+    truth | error, at most ``max_frames`` frames). Returns the metrics.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    engine = MeshRollout.from_checkpoint(checkpoint, device=device)
+    model = engine.model
+    names = list(model.fields)
+    with MeshReader(data) as reader:
+        if not 0 <= trajectory < len(reader):
+            raise DataError(
+                f"no trajectory {trajectory}",
+                path=data,
+                expected=f"0..{len(reader) - 1}",
+                found=trajectory,
+            )
+        group = reader.trajectories[trajectory]
+        n_file = reader.n_steps(trajectory)
+        if not 0 <= start < n_file:
+            raise DataError(
+                f"start step {start} outside trajectory {trajectory}",
+                path=data,
+                group=group,
+                expected=f"0..{n_file - 1}",
+                found=start,
+            )
+        missing = [f for f in names if f not in reader.fields(trajectory)]
+        if missing:
+            raise DataError(
+                f"the checkpoint's {type(model).__name__} needs fields {missing} that the "
+                f"trajectory lacks (it has {reader.fields(trajectory)})",
+                path=data,
+                group=group,
+            )
+        time = reader.time(trajectory)
+    dt = None
+    if n_file > 1:
+        k = start if start + 1 < n_file else start - 1
+        dt = float(time[k + 1] - time[k])
+    state = MeshState.from_file(data, trajectory, start, names)
+    result = engine.run(state, steps, dt=dt, out=out / "rollout.h5", xdmf=True)
+
+    n_truth = min(steps, n_file - 1 - start)
+    mse: dict[str, list[float]] = {name: [] for name in names}
+    with MeshReader(result.path) as pred_reader, MeshReader(data) as truth_reader:
+        for k in range(1, n_truth + 1):
+            pred = pred_reader.window(0, k, 1, names)
+            truth = truth_reader.window(trajectory, start + k, 1, names)
+            for name in names:
+                diff = pred[name][0].astype(np.float64) - truth[name][0].reshape(
+                    pred[name][0].shape
+                )
+                mse[name].append(float(np.mean(diff**2)))
+    rmse = {
+        name: {
+            **{str(h): rmse_at(mse[name], h) for h in HORIZONS},
+            "all": rmse_at(mse[name], None),
+        }
+        for name in names
+    }
+    metrics: dict[str, Any] = {
+        "checkpoint": str(checkpoint),
+        "data": str(data),
+        "trajectory": trajectory,
+        "start_step": start,
+        "steps": steps,
+        "dt": result.dt,
+        "model": type(model).__name__,
+        "nodes": int(len(state.mesh_pos)),
+        "steps_with_truth": n_truth,
+        "rmse": rmse,
+        "rmse_definition": "sqrt of the squared error averaged over all nodes, components and "
+        "steps 1..h (MeshGraphNets); keys: h = 1, 50 and all steps with truth",
+        "rmse_per_step": {name: [float(np.sqrt(v)) for v in mse[name]] for name in names},
+        "speed": {
+            "device": str(engine.device),
+            "steps_per_s": result.steps_per_s if steps else None,
+            "model_ms_per_step": 1e3 * result.model_s_per_step if steps else None,
+            "wall_time_s": result.wall_time_s,
+        },
+        "files": {
+            "rollout": str(result.path),
+            "xdmf": [str(p) for p in result.xdmf],
+        },
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    plots = _Plots(result.path, data, trajectory, start, n_truth, model.velocity_field, state)
+    try:
+        if plots.ok:
+            plots.figure(steps, metrics["rmse_per_step"], out / "rollout.png")
+            plots.animation(steps, max_frames, out / "rollout.gif")
+        else:  # 3-D or line meshes: no field plots
+            _curve_only(metrics["rmse_per_step"], out / "rollout.png")
+    finally:
+        plots.close()
+    return metrics
+
+
+def summary_line(metrics: dict[str, Any], out: str | Path) -> str:
+    """One line for the terminal: what ran, how fast, how accurate, where it went."""
+    speed = metrics["speed"]
+    text = (
+        f"rollout: {metrics['steps']} steps of {metrics['model']} on trajectory "
+        f"{metrics['trajectory']} of {metrics['data']} from step {metrics['start_step']}"
+    )
+    if speed["steps_per_s"] is not None:
+        text += (
+            f", {speed['steps_per_s']:.1f} steps/s ({speed['model_ms_per_step']:.2f} ms "
+            f"model/step on {speed['device']})"
+        )
+
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3g}"
+
+    scores = [
+        f"{name} {'/'.join(fmt(r[key]) for key in (*map(str, HORIZONS), 'all'))}"
+        for name, r in metrics["rmse"].items()
+    ]
+    horizons = "/".join([*map(str, HORIZONS), "all"])
+    text += f"; RMSE at {horizons} steps: " + ", ".join(scores) + f"; wrote {out}"
+    return text
+
+
+# --------------------------------------------------------------------------------------------
+# plots
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _curve(ax, rmse_per_step: dict[str, list[float]]) -> None:
+    for name, values in rmse_per_step.items():
+        if values:
+            ax.semilogy(np.arange(1, len(values) + 1), values, label=name)
+    ax.set_xlabel("model steps")
+    ax.set_ylabel("RMSE")
+    ax.grid(alpha=0.3)
+    if any(rmse_per_step.values()):
+        ax.set_title("error growth along the rollout (nodes and components averaged)")
+        ax.legend()
+    else:
+        ax.set_title("no ground truth for these steps")
+
+
+def _curve_only(rmse_per_step: dict[str, list[float]], path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    _curve(ax, rmse_per_step)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+class _Plots:
+    """Velocity magnitude of prediction and truth, and the magnitude of their difference,
+    on a 2-D triangle or quad mesh; reads one step at a time from the files."""
+
+    def __init__(
+        self,
+        rollout: Path,
+        data: str | Path,
+        trajectory: int,
+        start: int,
+        n_truth: int,
+        field: str,
+        state: MeshState,
+    ) -> None:
+        self.rollout, self.data = rollout, data
+        self.trajectory, self.start, self.n_truth, self.field = trajectory, start, n_truth, field
+        pos = np.asarray(state.mesh_pos)
+        cells = None if state.cells is None else np.asarray(state.cells)
+        self.ok = pos.shape[1] == 2 and cells is not None and cells.shape[1] in (3, 4)
+        if not self.ok:
+            return
+        if cells.shape[1] == 4:  # quads as two triangles each
+            cells = np.concatenate([cells[:, [0, 1, 2]], cells[:, [0, 2, 3]]])
+        import matplotlib.tri as mtri
+
+        self.tri = mtri.Triangulation(pos[:, 0], pos[:, 1], cells)
+        self.extent = np.ptp(pos, axis=0)
+        self._pred, self._truth = MeshReader(rollout), MeshReader(data)
+        self.time = self._pred.time(0)
+
+    def close(self) -> None:
+        """Close the files."""
+        if self.ok:
+            self._pred.close()
+            self._truth.close()
+
+    def _step(self, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Predicted and true velocity (N, dim) at step k (truth None where the file ends)."""
+        name = self.field
+        pred = self._pred.window(0, k, 1, [name])[name][0]
+        truth = None
+        if k <= self.n_truth:
+            truth = self._truth.window(self.trajectory, self.start + k, 1, [name])[name][0]
+        return pred, truth
+
+    def _panels(self, k: int) -> list[np.ndarray | None]:
+        """|u_pred|, |u_true|, |u_pred - u_true| at step k."""
+        pred, truth = self._step(k)
+        mag = np.linalg.norm(pred, axis=-1)
+        if truth is None:
+            return [mag, None, None]
+        return [mag, np.linalg.norm(truth, axis=-1), np.linalg.norm(pred - truth, axis=-1)]
+
+    def _limits(self, ks: list[int]) -> tuple[float, float]:
+        """Colour limits: max |u| over prediction and truth, max error, over steps ks."""
+        vmax, emax = 0.0, 0.0
+        for k in ks:
+            panels = self._panels(k)
+            vmax = max(vmax, *(float(p.max()) for p in panels[:2] if p is not None))
+            if panels[2] is not None:
+                emax = max(emax, float(panels[2].max()))
+        return vmax or 1.0, emax or 1.0
+
+    def _draw(self, ax, values: np.ndarray | None, vmax: float, cmap: str):
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if values is None:
+            ax.text(0.5, 0.5, "no ground truth", ha="center", va="center", transform=ax.transAxes)
+            ax.triplot(self.tri, lw=0.2, color="0.8")
+            return None
+        return ax.tripcolor(self.tri, values, shading="gouraud", cmap=cmap, vmin=0, vmax=vmax)
+
+    def figure(self, steps: int, rmse_per_step: dict[str, list[float]], path: Path) -> None:
+        """Rows: prediction, truth, error at up to 4 steps; then the RMSE against step."""
+        plt = _pyplot()
+        last = self.n_truth if self.n_truth > 0 else steps
+        ks = sorted({int(round(k)) for k in np.linspace(min(1, last), last, min(4, last + 1))})
+        vmax, emax = self._limits(ks)
+        ncols = len(ks)
+        aspect = float(self.extent[1] / self.extent[0]) if self.extent[0] > 0 else 1.0
+        row_h = max(1.2, 3.6 * aspect + 0.5)
+        fig = plt.figure(figsize=(3.6 * ncols + 1.2, 3 * row_h + 3))
+        grid = fig.add_gridspec(
+            4, ncols + 1, height_ratios=[row_h] * 3 + [3], width_ratios=[1] * ncols + [0.06]
+        )
+        rows = ("prediction |u|", "ground truth |u|", "|u_pred - u_true|")
+        for c, k in enumerate(ks):
+            for r, values in enumerate(self._panels(k)):
+                ax = fig.add_subplot(grid[r, c])
+                im = self._draw(
+                    ax, values, emax if r == 2 else vmax, "magma" if r == 2 else "viridis"
+                )
+                if r == 0:
+                    ax.set_title(f"step {k} (t = {self.time[k]:.4g} s)")
+                if c == 0:
+                    ax.set_ylabel(rows[r])
+                if c == ncols - 1 and im is not None:
+                    fig.colorbar(im, cax=fig.add_subplot(grid[r, ncols]))
+        _curve(fig.add_subplot(grid[3, :ncols]), rmse_per_step)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+
+    def animation(self, steps: int, max_frames: int, path: Path) -> None:
+        """Prediction | truth | error, subsampled to at most ``max_frames`` frames (pillow)."""
+        plt = _pyplot()
+        from matplotlib import animation
+
+        n_frames = max(1, min(steps + 1, max_frames))
+        ks = [int(k) for k in np.unique(np.linspace(0, steps, n_frames).round())]
+        vmax, emax = self._limits(ks)
+        aspect = float(self.extent[1] / self.extent[0]) if self.extent[0] > 0 else 1.0
+        fig, axes = plt.subplots(1, 3, figsize=(12, max(2.0, 4 * aspect + 0.8)))
+        titles = ("prediction |u|", "ground truth |u|", "|u_pred - u_true|")
+        images, notes = [], []
+        for r, (ax, title) in enumerate(zip(axes, titles, strict=True)):
+            zeros = np.zeros(len(self.tri.x))
+            images.append(
+                self._draw(ax, zeros, emax if r == 2 else vmax, "magma" if r == 2 else "viridis")
+            )
+            notes.append(
+                ax.text(
+                    0.5,
+                    0.5,
+                    "no ground truth",
+                    ha="center",
+                    va="center",
+                    transform=ax.transAxes,
+                    visible=False,
+                )
+            )
+            ax.set_title(title, fontsize=9)
+        heading = fig.suptitle("", fontsize=10)
+        fig.tight_layout()
+
+        def draw(k: int) -> None:
+            # update the artists in place: far cheaper than drawing new ones every frame
+            for image, note, values in zip(images, notes, self._panels(k), strict=True):
+                image.set_visible(values is not None)
+                note.set_visible(values is None)
+                if values is not None:
+                    image.set_array(values)
+            heading.set_text(f"step {k} of {steps}, t = {self.time[k]:.4g} s")
+
+        writer = animation.PillowWriter(fps=10)
+        with writer.saving(fig, path, dpi=72):  # one draw per frame, one step read per frame
+            for k in ks:
+                draw(k)
+                writer.grab_frame()
+        plt.close(fig)
