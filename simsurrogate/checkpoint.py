@@ -94,3 +94,24 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Surrogat
             f"(missing {missing}, unexpected {unexpected})"
         )
     return model.eval()
+
+
+def export(src: str | Path, dst: str | Path, **provenance: Any) -> Path:
+    """Write a shippable copy of a training checkpoint: model weights (with normaliser
+    statistics) and the ``"simsurrogate"`` metadata only, no optimizer or loop state, so the
+    file is about a third of the size. ``provenance`` (plain data, e.g. the training command
+    and data) is added to the metadata under ``"provenance"``."""
+    ckpt = read_checkpoint(src)
+    meta = dict(ckpt[KEY])
+    if provenance:
+        meta["provenance"] = {**meta.get("provenance", {}), **provenance}
+        try:
+            json.dumps(meta)
+        except TypeError as exc:
+            raise CheckpointError(f"provenance must be plain data: {exc}") from None
+    state = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": state, KEY: meta}, dst)
+    load(dst)  # the exported file must rebuild its model
+    return dst

@@ -154,3 +154,16 @@ def test_graph_batches_move_to_device(nbody_dir: Path) -> None:
     assert g.num_graphs == 4 and g.num_nodes == 20 and g.num_edges == 80
     assert g.to("cpu", torch.float64).nodes["pos"].dtype == torch.float64
     assert systems_to_graph({"pos": torch.zeros(2, 3, 3)}).edge_index.shape == (2, 12)
+
+
+def test_exported_checkpoint_is_smaller_and_rebuilds_the_same_model(
+    trained: Path, tmp_path: Path
+) -> None:
+    from simsurrogate.checkpoint import export, read_checkpoint
+
+    small = export(trained, tmp_path / "model.ckpt", command="simsurrogate fit ...")
+    assert small.stat().st_size < trained.stat().st_size
+    assert read_checkpoint(small)["simsurrogate"]["provenance"]["command"].startswith("simsurr")
+    a, b = simsurrogate.load(trained), simsurrogate.load(small)
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name

@@ -1,0 +1,268 @@
+"""MeshGraphNet training throughput: simsurrogate against NVIDIA PhysicsNeMo, same run.
+
+Both models are the MeshGraphNets CylinderFlow size (15 message-passing steps, latent 128,
+MLPs with 2 hidden layers, LayerNorm, sum aggregation; 2,333,059 parameters each, checked)
+on the same cylinder-flow mesh from :func:`simsurrogate.sims.cylinder_flow.make_mesh`, with
+the same inputs (11 node features, 3 edge features, 3 outputs). One training step is
+forward, MSE loss, backward and an Adam update, on one graph (the paper's batch). Each
+configuration runs in its own subprocess with the same thread count, repetitions interleaved
+(ours, theirs, ours, theirs, ...), and the median time per step is reported with peak
+resident memory.
+
+PhysicsNeMo runs from its own virtual environment (default ``out/venvs/physicsnemo``), which
+``--build-anchor`` makes: torch 2.13.0 first, then ``nvidia-physicsnemo`` and
+``torch_geometric`` under the torch constraint, ``torch_scatter`` built from source against
+that torch (about 5 min on 2 cores), and torchvision removed (its registry build does not load
+with this torch). PhysicsNeMo's ``timm`` import, which needs torchvision, is blocked in the
+worker: the MeshGraphNet does not use it.
+
+    python benchmarks/mgn_speed.py --build-anchor       # once
+    python benchmarks/mgn_speed.py                      # writes benchmarks/results/mgn_speed.*
+    python benchmarks/mgn_speed.py --device cuda --steps 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+NODE_IN, EDGE_IN, OUT = 11, 3, 3  # velocity + 9 node types; rel. position + length; du, p
+
+
+def _mesh(path: Path) -> None:
+    """Write the benchmark graph (a default cylinder-flow mesh) to ``path`` (npz)."""
+    import numpy as np
+
+    from simsurrogate.graph import cells_to_edges
+    from simsurrogate.sims.cylinder_flow import ChannelGeometry, make_mesh
+
+    points, cells = make_mesh(ChannelGeometry(length=1.6, center=(0.33, 0.2), radius=0.05))
+    edges = cells_to_edges(cells).numpy()
+    rng = np.random.default_rng(0)
+    np.savez(
+        path,
+        edge_index=edges,
+        node_x=rng.normal(size=(len(points), NODE_IN)).astype(np.float32),
+        edge_x=rng.normal(size=(edges.shape[1], EDGE_IN)).astype(np.float32),
+        target=rng.normal(size=(len(points), OUT)).astype(np.float32),
+    )
+
+
+def _worker(args: argparse.Namespace) -> None:
+    """Time training steps of one implementation; print one JSON line."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    data = np.load(args.graph)
+    device = torch.device(args.device)
+    node_x, edge_x, target = (
+        torch.as_tensor(data[k], device=device) for k in ("node_x", "edge_x", "target")
+    )
+    edge_index = torch.as_tensor(data["edge_index"], device=device)
+    concat = args.concat_trick
+    if args.impl == "simsurrogate":
+        from simsurrogate.models.meshgraphnet import EncodeProcessDecode
+
+        model = EncodeProcessDecode(NODE_IN, {"mesh": EDGE_IN}, OUT, concat_trick=concat)
+        indices = {"mesh": edge_index}
+
+        def forward() -> torch.Tensor:
+            return model(node_x, {"mesh": edge_x}, indices)
+    else:
+        import importlib.abc
+
+        class _BlockTimm(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name == "timm" or name.startswith("timm."):
+                    raise ImportError("timm blocked by the benchmark (needs torchvision)")
+                return None
+
+        sys.meta_path.insert(0, _BlockTimm())
+        from physicsnemo.models.meshgraphnet import MeshGraphNet
+        from torch_geometric.data import Data
+
+        model = MeshGraphNet(NODE_IN, EDGE_IN, OUT, do_concat_trick=concat)
+        graph = Data(edge_index=edge_index, num_nodes=node_x.shape[0])
+
+        def forward() -> torch.Tensor:
+            return model(node_x, edge_x, graph)
+
+    model = model.to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step() -> float:
+        loss = torch.nn.functional.mse_loss(forward(), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return float(loss)
+
+    for _ in range(args.warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    peak = (
+        torch.cuda.max_memory_allocated() / 2**20
+        if device.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
+    print(
+        json.dumps(
+            {
+                "params": sum(p.numel() for p in model.parameters()),
+                "median_s": statistics.median(times),
+                "peak_mib": peak,
+                "nodes": int(node_x.shape[0]),
+                "edges": int(edge_index.shape[1]),
+                "torch": torch.__version__,
+            }
+        )
+    )
+
+
+def _build_anchor(venv: Path) -> None:
+    """Create the PhysicsNeMo venv (see the module docstring)."""
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+    constraint = ["-c", str(ROOT / "constraints.txt")]
+    wheels = venv.parent / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    steps = [
+        [sys.executable, "-m", "venv", str(venv)],
+        pip + ["--upgrade", "pip", "setuptools>=77.0.3", "wheel"],
+        pip + ["torch==2.13.0"],
+        pip + constraint + ["nvidia-physicsnemo==2.2.2", "torch_geometric"],
+        [str(venv / "bin" / "python"), "-m", "pip", "uninstall", "-y", "-q", "torchvision"],
+        [str(venv / "bin" / "python"), "-m", "pip", "wheel", "-q", "--no-build-isolation",
+         "--no-deps", "-w", str(wheels), "torch-scatter"],
+    ]
+    for cmd in steps:
+        subprocess.run(cmd, check=True)
+    subprocess.run(pip + constraint + [str(next(wheels.glob("torch_scatter*.whl")))], check=True)
+
+
+def _run(python: str, impl: str, concat: bool, graph: Path, args: argparse.Namespace) -> dict:
+    cmd = [
+        python, __file__, "--worker", impl, "--graph", str(graph), "--threads",
+        str(args.threads), "--steps", str(args.steps), "--warmup", str(args.warmup),
+        "--device", args.device,
+    ]
+    if concat:
+        cmd.append("--concat-trick")
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(f"{impl} worker failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--worker", choices=["simsurrogate", "physicsnemo"], help=argparse.SUPPRESS)
+    parser.add_argument("--graph", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--concat-trick", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--anchor-python", default=str(ROOT / "out/venvs/physicsnemo/bin/python"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per repetition")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--build-anchor", action="store_true", help="create the PhysicsNeMo venv")
+    args = parser.parse_args()
+    if args.worker:
+        _worker(args)
+        return
+    if args.build_anchor:
+        _build_anchor(Path(args.anchor_python).parents[1])
+        return
+    if not Path(args.anchor_python).exists():
+        sys.exit(f"no PhysicsNeMo venv at {args.anchor_python}; see this script's docstring")
+    graph = ROOT / "out" / "bench_mgn_graph.npz"
+    graph.parent.mkdir(parents=True, exist_ok=True)
+    _mesh(graph)
+    configs = [
+        ("simsurrogate", True, sys.executable),  # our default: concat trick on
+        ("physicsnemo", False, args.anchor_python),  # their default: off
+        ("simsurrogate", False, sys.executable),
+        ("physicsnemo", True, args.anchor_python),
+    ]
+    runs: dict[str, list[dict]] = {}
+    for rep in range(args.repeats):
+        for impl, concat, python in configs:
+            key = f"{impl}{' +concat' if concat else ''}"
+            runs.setdefault(key, []).append(_run(python, impl, concat, graph, args))
+            print(f"rep {rep}: {key}: {runs[key][-1]['median_s']:.3f} s/step", flush=True)
+    rows = {}
+    for key, results in runs.items():
+        rows[key] = {
+            "s_per_step": statistics.median(r["median_s"] for r in results),
+            "graphs_per_s": 1.0 / statistics.median(r["median_s"] for r in results),
+            "peak_mib": max(r["peak_mib"] for r in results),
+            "params": results[0]["params"],
+        }
+    ours, theirs = rows["simsurrogate +concat"], rows["physicsnemo"]
+    report = {
+        "benchmark": "MeshGraphNet training step (forward, backward, Adam), one graph",
+        "graph": {k: runs["physicsnemo"][0][k] for k in ("nodes", "edges")},
+        "device": args.device,
+        "threads": args.threads,
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+        "steps_per_repeat": args.steps,
+        "repeats": args.repeats,
+        "results": rows,
+        "speedup_default_vs_default": theirs["s_per_step"] / ours["s_per_step"],
+        "speedup_concat_vs_concat": rows["physicsnemo +concat"]["s_per_step"]
+        / ours["s_per_step"],
+        "speedup_plain_vs_plain": theirs["s_per_step"] / rows["simsurrogate"]["s_per_step"],
+        "command": "python " + " ".join(sys.argv),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "mgn_speed.json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = [
+        "| implementation | concat trick | parameters | s / step | graphs / s | peak MiB |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, r in rows.items():
+        impl = key.split()[0]
+        lines.append(
+            f"| {impl} | {'yes' if '+concat' in key else 'no'} | {r['params']:,} | "
+            f"{r['s_per_step']:.3f} | {r['graphs_per_s']:.2f} | {r['peak_mib']:.0f} |"
+        )
+    g = report["graph"]
+    lines += [
+        "",
+        f"Speed-up, each library's default (ours: concat trick on; PhysicsNeMo: off): "
+        f"**{report['speedup_default_vs_default']:.2f}x**; both with the concat trick: "
+        f"{report['speedup_concat_vs_concat']:.2f}x; both without: "
+        f"{report['speedup_plain_vs_plain']:.2f}x.",
+        "",
+        f"One training step on a {g['nodes']}-node / {g['edges']}-edge cylinder-flow mesh, "
+        f"{args.device}, {args.threads} threads, median of {args.repeats} interleaved "
+        f"subprocess runs of {args.steps} steps each. Peak memory is the worker process's "
+        "maximum resident set (CPU) or torch's peak allocation (CUDA).",
+        "",
+        f"`{report['command']}` on {report['machine']}.",
+    ]
+    (RESULTS / "mgn_speed.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
