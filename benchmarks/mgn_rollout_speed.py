@@ -1,0 +1,122 @@
+"""Rollout time per step: a trained MeshGraphNet against the FEM solver that made its data.
+
+Both advance the same test trajectory's mesh by the same saved step (dt = 0.01 s) in the same
+process with the same thread count: the FEM solver (:mod:`simsurrogate.sims.cylinder_flow`,
+with the CFL sub-steps the generator used) from the trajectory's parameters, the learned
+simulator through :class:`~simsurrogate.rollout.mesh.MeshRollout` from the trajectory's first
+stored state (no file output, so only stepping is timed). Writes
+``benchmarks/results/mgn_rollout_speed.json`` and ``.md``.
+
+    python benchmarks/mgn_rollout_speed.py --checkpoint checkpoints/cylinder_mgn/model.ckpt \
+        --data data/cylinder_flow/test.h5 --steps 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from simsurrogate.data.mesh import MeshReader
+from simsurrogate.rollout.mesh import MeshRollout, MeshState
+from simsurrogate.sims.cylinder_flow import ChannelGeometry, CylinderFlowSolver, cfl_substeps
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--trajectory", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=100, help="saved steps to advance")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    with MeshReader(args.data) as reader:
+        static = reader.static(args.trajectory)
+        attrs = reader.attrs_of(args.trajectory)
+        file_attrs = reader.attrs
+        t = reader.time(args.trajectory)
+    dt = float(t[1] - t[0])
+    geom = ChannelGeometry(
+        float(file_attrs["length"]),
+        float(file_attrs["height"]),
+        (float(attrs["center_x"]), float(attrs["center_y"])),
+        float(attrs["radius"]),
+    )
+    points = static["mesh_pos"].astype(np.float64)
+    cells = static["cells"]
+    substeps = cfl_substeps(points, cells, float(attrs["u_mean"]), dt)
+    start = time.perf_counter()
+    solver = CylinderFlowSolver(
+        points, cells, geom, nu=float(attrs["nu"]), u_mean=float(attrs["u_mean"]),
+        dt=dt / substeps,
+    )
+    setup_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        solver.step(substeps)
+        solver.vertex_velocity(), solver.vertex_pressure()
+    fem_s = (time.perf_counter() - start) / args.steps
+
+    engine = MeshRollout.from_checkpoint(args.checkpoint, device=args.device)
+    state = MeshState.from_file(args.data, args.trajectory, 0)
+    engine.run(state, 2, dt=dt)  # warm-up
+    result = engine.run(state, args.steps, dt=dt)
+    mgn_s = result.wall_time_s / args.steps
+    n_params = sum(p.numel() for p in engine.model.parameters())
+    report = {
+        "mesh": {"nodes": int(len(points)), "cells": int(len(cells))},
+        "dt_s": dt,
+        "steps": args.steps,
+        "fem": {
+            "s_per_saved_step": fem_s,
+            "substeps_per_saved_step": substeps,
+            "setup_s": setup_s,
+            "p2_velocity_dofs": int(solver.n_u) * 2,
+            "p1_pressure_dofs": int(solver.n_p),
+        },
+        "meshgraphnet": {
+            "s_per_step": mgn_s,
+            "model_s_per_step": result.model_time_s / args.steps,
+            "parameters": n_params,
+            "checkpoint": str(args.checkpoint),
+        },
+        "speedup": fem_s / mgn_s,
+        "device": args.device,
+        "threads": args.threads,
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+        "command": "python " + " ".join(sys.argv),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "mgn_rollout_speed.json").write_text(json.dumps(report, indent=2) + "\n")
+    md = [
+        f"| simulator | s per saved step (dt = {dt:g} s) | notes |",
+        "|---|---|---|",
+        f"| FEM, Taylor–Hood P2–P1 (ground truth) | {fem_s:.4f} | {substeps} sub-steps per "
+        f"saved step, {2 * solver.n_u} velocity + {solver.n_p} pressure DOFs |",
+        f"| MeshGraphNet ({n_params:,} parameters) | {mgn_s:.4f} | one model call per step, "
+        "boundary nodes held by the engine |",
+        "",
+        f"Speed-up of the learned simulator: **{fem_s / mgn_s:.1f}x** on the "
+        f"{len(points)}-node mesh of test trajectory {args.trajectory}, {args.steps} steps, "
+        f"{args.device}, {args.threads} threads, same process.",
+        "",
+        f"`{report['command']}` on {report['machine']}.",
+    ]
+    (args.out / "mgn_rollout_speed.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
