@@ -13,8 +13,8 @@ PhysicsNeMo runs from its own virtual environment (default ``out/venvs/physicsne
 ``--build-anchor`` makes: torch 2.13.0 first, then ``nvidia-physicsnemo`` and
 ``torch_geometric`` under the torch constraint, ``torch_scatter`` built from source against
 that torch (about 5 min on 2 cores), and torchvision removed (its registry build does not load
-with this torch). PhysicsNeMo's ``timm`` import, which needs torchvision, is blocked in the
-worker: the MeshGraphNet does not use it.
+with this torch). PhysicsNeMo imports ``timm`` (which needs torchvision) for its transformer
+layers; the worker replaces it with a stub module, as the MeshGraphNet uses none of it.
 
     python benchmarks/mgn_speed.py --build-anchor       # once
     python benchmarks/mgn_speed.py                      # writes benchmarks/results/mgn_speed.*
@@ -71,24 +71,30 @@ def _worker(args: argparse.Namespace) -> None:
     )
     edge_index = torch.as_tensor(data["edge_index"], device=device)
     concat = args.concat_trick
-    if args.impl == "simsurrogate":
+    if args.worker == "simsurrogate":
         from simsurrogate.models.meshgraphnet import EncodeProcessDecode
 
         model = EncodeProcessDecode(NODE_IN, {"mesh": EDGE_IN}, OUT, concat_trick=concat)
+        if args.compile:
+            model.compile(dynamic=True)
         indices = {"mesh": edge_index}
 
         def forward() -> torch.Tensor:
             return model(node_x, {"mesh": edge_x}, indices)
     else:
-        import importlib.abc
+        import types
 
-        class _BlockTimm(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path, target=None):
-                if name == "timm" or name.startswith("timm."):
-                    raise ImportError("timm blocked by the benchmark (needs torchvision)")
-                return None
+        class _Stub(types.ModuleType):
+            """Stands in for timm (and its submodules): any attribute is a dummy class."""
 
-        sys.meta_path.insert(0, _BlockTimm())
+            def __getattr__(self, name: str) -> type:
+                if name.startswith("__"):
+                    raise AttributeError(name)
+                return type(name, (), {})
+
+        for name in ("timm", "timm.layers", "timm.layers.attention", "timm.models",
+                     "timm.models.swin_transformer"):
+            sys.modules[name] = _Stub(name)
         from physicsnemo.models.meshgraphnet import MeshGraphNet
         from torch_geometric.data import Data
 
@@ -106,7 +112,7 @@ def _worker(args: argparse.Namespace) -> None:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     for _ in range(args.warmup):
         step()
@@ -178,6 +184,7 @@ def main() -> None:
     parser.add_argument("--worker", choices=["simsurrogate", "physicsnemo"], help=argparse.SUPPRESS)
     parser.add_argument("--graph", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--concat-trick", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--anchor-python", default=str(ROOT / "out/venvs/physicsnemo/bin/python"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per repetition")

@@ -35,7 +35,7 @@ def _mlp(n_in: int, latent: int, n_out: int, hidden_layers: int, layer_norm: boo
     sizes = [n_in] + [latent] * hidden_layers
     layers: list[nn.Module] = []
     for a, b in zip(sizes[:-1], sizes[1:], strict=True):
-        layers += [nn.Linear(a, b), nn.ReLU()]
+        layers += [nn.Linear(a, b), nn.ReLU(inplace=True)]
     layers.append(nn.Linear(sizes[-1], n_out))
     if layer_norm:
         layers.append(nn.LayerNorm(n_out))
