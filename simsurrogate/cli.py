@@ -112,6 +112,28 @@ def _generate_navier_stokes(args: argparse.Namespace) -> dict:
     )
 
 
+def _generate_cylinder_flow(args: argparse.Namespace) -> dict:
+    from simsurrogate.sims.cylinder_dataset import CylinderFlowConfig, generate_cylinder_flow
+
+    sizes = {"h_max": args.h_max, "h_obstacle": args.h_obstacle}
+    config = CylinderFlowConfig(
+        n_steps=args.steps,
+        dt=args.dt,
+        warmup=args.warmup,
+        **{name: value for name, value in sizes.items() if value is not None},
+    )
+    return generate_cylinder_flow(
+        args.out,
+        n_train=args.n_train,
+        n_valid=args.n_valid,
+        n_test=args.n_test,
+        seed=args.seed,
+        config=config,
+        workers=args.workers,
+        overwrite=args.overwrite,
+    )
+
+
 def _data_generate(args: argparse.Namespace) -> int:
     for name, path in args.generate(args).items():
         print(f"{name}: {path}")
@@ -266,6 +288,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stored", type=int, default=64, help="stored grid points per side")
     p.add_argument("--chunk", type=int, default=20, help="trajectories solved together")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    p = generator(
+        "cylinder-flow",
+        "flow past a cylinder by FEM (MeshGraphNets CylinderFlow; resumable)",
+        _generate_cylinder_flow,
+        100,
+        10,
+        0,
+    )
+    p.add_argument("--n-valid", type=int, default=10)
+    p.add_argument("--steps", type=int, default=600, help="saved steps per trajectory")
+    p.add_argument("--dt", type=float, default=0.01, help="time between saved steps (s)")
+    p.add_argument("--warmup", type=float, default=1.0, help="unsaved start-up time (s)")
+    p.add_argument("--h-max", type=float, help="largest element size (m; default 0.032)")
+    p.add_argument(
+        "--h-obstacle", type=float, help="element size at the obstacle (m; default 0.007)"
+    )
+    p.add_argument("--workers", type=int, default=None, help="solver processes (default: cores)")
 
     p = dsub.add_parser(
         "import",

@@ -1,0 +1,96 @@
+"""CylinderFlow dataset generator: schema, parameters, worker processes and resuming."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from simsurrogate.cli import main
+from simsurrogate.data.mesh import MeshReader, validate_mesh
+from simsurrogate.data.node_types import NodeType
+from simsurrogate.sims.cylinder_dataset import (
+    CylinderFlowConfig,
+    generate_cylinder_flow,
+    solve_trajectory,
+    trajectory_parameters,
+)
+
+# coarse and short: seconds per trajectory
+SMALL = CylinderFlowConfig(n_steps=6, warmup=0.0, ramp_time=0.0, h_max=0.05, h_obstacle=0.015)
+
+
+def test_parameters_depend_only_on_seed_split_and_index() -> None:
+    a = trajectory_parameters(SMALL, 0, "train", 3)
+    assert a == trajectory_parameters(SMALL, 0, "train", 3)
+    assert a != trajectory_parameters(SMALL, 0, "test", 3)
+    assert a != trajectory_parameters(SMALL, 1, "train", 3)
+    for i in range(50):
+        p = trajectory_parameters(SMALL, 0, "train", i)
+        assert SMALL.radius[0] <= p["radius"] <= SMALL.radius[1]
+        assert SMALL.u_mean[0] <= p["u_mean"] <= SMALL.u_mean[1]
+        assert 2 * p["radius"] < p["center_y"] < SMALL.height - 2 * p["radius"]
+
+
+def test_bad_ranges_are_refused() -> None:
+    with pytest.raises(ValueError, match="radius"):
+        CylinderFlowConfig(radius=(0.05, 0.01))
+
+
+@pytest.mark.slow
+def test_generate_writes_the_mesh_schema_with_workers_and_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "cyl"
+    # a run killed after one trajectory: its part file exists, nothing else
+    params = trajectory_parameters(SMALL, 5, "train", 0)
+    part = solve_trajectory(SMALL, params, out / "parts" / "train" / "000000.h5")
+    first_seconds = MeshReader(part).attrs_of(0)["solver_seconds"]
+
+    paths = generate_cylinder_flow(
+        out, n_train=2, n_valid=0, n_test=1, seed=5, config=SMALL, workers=2, progress=False
+    )
+    assert set(paths) == {"train", "test"}
+    assert not (out / "parts").exists()
+    reader = MeshReader(paths["train"])
+    assert len(reader) == 2
+    # trajectory 0 was taken from the part file, not solved again
+    assert reader.attrs_of(0)["solver_seconds"] == first_seconds
+    assert reader.attrs_of(1)["radius"] == trajectory_parameters(SMALL, 5, "train", 1)["radius"]
+    for path in paths.values():
+        validate_mesh(path)
+    static = reader.static(1)
+    types = set(np.unique(static["node_type"]).tolist())
+    assert types == {int(t) for t in (NodeType.NORMAL, NodeType.OBSTACLE, NodeType.INFLOW,
+                                      NodeType.OUTFLOW, NodeType.WALL_BOUNDARY)}
+    steps = reader.window(1, 0, SMALL.n_steps)
+    assert steps["velocity"].shape == (SMALL.n_steps, len(static["mesh_pos"]), 2)
+    assert steps["pressure"].shape == (SMALL.n_steps, len(static["mesh_pos"]), 1)
+    np.testing.assert_allclose(np.diff(reader.time(1)), SMALL.dt, rtol=1e-9)
+    # walls and obstacle are no-slip at every step; inflow is the parabolic profile
+    wall = np.isin(static["node_type"], [NodeType.WALL_BOUNDARY, NodeType.OBSTACLE])
+    assert np.abs(steps["velocity"][:, wall]).max() < 1e-6
+    inflow = static["node_type"] == NodeType.INFLOW
+    y = static["mesh_pos"][inflow, 1]
+    u_max = 1.5 * reader.attrs_of(1)["u_mean"]
+    profile = 4 * u_max * y * (SMALL.height - y) / SMALL.height**2
+    np.testing.assert_allclose(steps["velocity"][-1, inflow, 0], profile, rtol=1e-4, atol=1e-5)
+    reader.close()
+    with xr.open_dataset(paths["test"], group="trajectories/000000", engine="h5netcdf") as ds:
+        assert ds["velocity"].dims == ("time", "node", "spatial")
+
+    # a finished split is left alone by a re-run
+    before = paths["train"].stat().st_mtime_ns
+    generate_cylinder_flow(out, n_train=2, n_valid=0, n_test=1, seed=5, config=SMALL,
+                           workers=1, progress=False)
+    assert paths["train"].stat().st_mtime_ns == before
+
+
+def test_cli_generates_cylinder_flow(tmp_path: Path) -> None:
+    code = main([
+        "data", "generate", "cylinder-flow", "--out", str(tmp_path), "--n-train", "1",
+        "--n-valid", "0", "--n-test", "0", "--steps", "3", "--h-max", "0.05",
+        "--h-obstacle", "0.015", "--workers", "1", "--warmup", "0",
+    ])
+    assert code == 0
+    assert len(MeshReader(tmp_path / "train.h5")) == 1
