@@ -134,6 +134,23 @@ def _generate_cylinder_flow(args: argparse.Namespace) -> dict:
     )
 
 
+def _export(args: argparse.Namespace) -> int:
+    from simsurrogate.checkpoint import export, read_checkpoint
+
+    notes = {}
+    for item in args.provenance:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--provenance takes KEY=VALUE items, got {item!r}")
+        notes[key] = value
+    ckpt = read_checkpoint(args.source)
+    notes.setdefault("step", int(ckpt.get("global_step", -1)))
+    notes.setdefault("epoch", int(ckpt.get("epoch", -1)))
+    path = export(args.source, args.dest, **notes)
+    print(f"{path}: {path.stat().st_size / 2**20:.2f} MiB")
+    return 0
+
+
 def _data_generate(args: argparse.Namespace) -> int:
     for name, path in args.generate(args).items():
         print(f"{name}: {path}")
@@ -335,6 +352,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_data_import)
+
+    p = sub.add_parser(
+        "export",
+        help="shippable copy of a training checkpoint: weights and metadata, no optimizer",
+        description="Write weights (with normaliser statistics) and metadata of a training "
+        "checkpoint, without optimizer or loop state, adding KEY=VALUE provenance notes "
+        "(e.g. data=... training_command=...) to the metadata; the copy is checked to load.",
+    )
+    p.add_argument("source", type=Path, help="training checkpoint (e.g. .../best.ckpt)")
+    p.add_argument("dest", type=Path, help="file to write")
+    p.add_argument("--provenance", nargs="*", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=_export)
 
     p = sub.add_parser(
         "rollout",

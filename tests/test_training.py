@@ -167,3 +167,18 @@ def test_exported_checkpoint_is_smaller_and_rebuilds_the_same_model(
     a, b = simsurrogate.load(trained), simsurrogate.load(small)
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(x, y), name
+
+
+def test_export_cli_records_provenance_and_training_step(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from simsurrogate.checkpoint import read_checkpoint
+    from simsurrogate.cli import main
+
+    dest = tmp_path / "shipped.ckpt"
+    assert main(["export", str(trained), str(dest), "--provenance", "data=d.h5", "note=a=b"]) == 0
+    provenance = read_checkpoint(dest)["simsurrogate"]["provenance"]
+    assert provenance["data"] == "d.h5" and provenance["note"] == "a=b"
+    assert provenance["step"] == read_checkpoint(trained)["global_step"] > 0
+    assert main(["export", str(trained), str(dest), "--provenance", "no-equals"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
