@@ -262,14 +262,18 @@ class _Plots:
         return [mag, np.linalg.norm(truth, axis=-1), np.linalg.norm(pred - truth, axis=-1)]
 
     def _limits(self, ks: list[int]) -> tuple[float, float]:
-        """Colour limits: max |u| over prediction and truth, max error, over steps ks."""
-        vmax, emax = 0.0, 0.0
+        """Colour limits of |u| and of the error over steps ks: both the largest true |u| (the
+        largest predicted |u| without truth), so a prediction that blows up at a few nodes
+        saturates there instead of washing out the flow, and the error reads on the field's
+        own scale."""
+        true_max, pred_max = 0.0, 0.0
         for k in ks:
-            panels = self._panels(k)
-            vmax = max(vmax, *(float(p.max()) for p in panels[:2] if p is not None))
-            if panels[2] is not None:
-                emax = max(emax, float(panels[2].max()))
-        return vmax or 1.0, emax or 1.0
+            pred, truth, _ = self._panels(k)
+            pred_max = max(pred_max, float(pred.max()))
+            if truth is not None:
+                true_max = max(true_max, float(truth.max()))
+        vmax = true_max or pred_max or 1.0
+        return vmax, vmax
 
     def _draw(self, ax, values: np.ndarray | None, vmax: float, cmap: str):
         ax.set_aspect("equal")
