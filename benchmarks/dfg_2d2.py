@@ -52,11 +52,51 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--window", type=float, default=2.0, help="measured final span (s)")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--progress", action="store_true", help="show a progress bar")
+    parser.add_argument(
+        "--summarize",
+        action="store_true",
+        help="only tabulate dfg_2d2.json and dfg_2d2_runs/*.json (other meshes and time steps) "
+        "under --results into dfg_2d2_refinement.md",
+    )
     return parser.parse_args()
+
+
+def summarize(results: Path) -> str:
+    """Markdown table of every run's figures, finest mesh last, with its command."""
+    runs = [
+        json.loads(p.read_text())
+        for p in [results / "dfg_2d2.json", *sorted((results / "dfg_2d2_runs").glob("*.json"))]
+        if p.exists()
+    ]
+    runs.sort(key=lambda r: (r["mesh"]["vertices"], -r["dt_s"]))
+    lines = [
+        "| vertices | h cylinder / max (m) | growth | dt (s) | max c_D | max c_L | St | command |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        m, mesh = r["measured"], r["mesh"]
+        lines.append(
+            f"| {mesh['vertices']} | {mesh['h_obstacle_m']} / {mesh['h_max_m']} | "
+            f"{mesh['growth']} | {r['dt_s']:g} | {m['cd_max']:.4f} | {m['cl_max']:.4f} | "
+            f"{m['strouhal']:.4f} | `{r['command']}` |"
+        )
+    low = {k: v[0] for k, v in BOUNDS.items()}
+    high = {k: v[1] for k, v in BOUNDS.items()}
+    lines += [
+        "",
+        f"Published bounds: max c_D [{low['cd_max']}, {high['cd_max']}], max c_L "
+        f"[{low['cl_max']}, {high['cl_max']}], St [{low['strouhal']}, {high['strouhal']}].",
+    ]
+    return "\n".join(lines)
 
 
 def main() -> None:
     args = parse_args()
+    if args.summarize:
+        table = summarize(args.results)
+        (args.results / "dfg_2d2_refinement.md").write_text(table + "\n")
+        print(table)
+        return
     geom = ChannelGeometry()
     start = time.perf_counter()
     points, cells = make_mesh(geom, args.h_max, args.h_obstacle, growth=args.growth)
