@@ -25,7 +25,12 @@ import torch
 
 from simsurrogate.data.mesh import MeshReader
 from simsurrogate.rollout.mesh import MeshRollout, MeshState
-from simsurrogate.sims.cylinder_flow import ChannelGeometry, CylinderFlowSolver, cfl_substeps
+from simsurrogate.sims.cylinder_flow import (
+    ChannelGeometry,
+    CylinderFlowSolver,
+    cfl_substeps,
+    make_mesh,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,9 +59,16 @@ def main() -> None:
         (float(attrs["center_x"]), float(attrs["center_y"])),
         float(attrs["radius"]),
     )
-    points = static["mesh_pos"].astype(np.float64)
-    cells = static["cells"]
-    substeps = cfl_substeps(points, cells, float(attrs["u_mean"]), dt)
+    # the file stores float32 positions; the solver needs the float64 mesh, which gmsh
+    # rebuilds identically from the generator's sizes
+    points, cells = make_mesh(
+        geom, float(file_attrs["h_max"]), float(file_attrs["h_obstacle"])
+    )
+    if points.shape != static["mesh_pos"].shape or not np.allclose(
+        points, static["mesh_pos"], atol=1e-6
+    ):
+        raise SystemExit("the rebuilt mesh differs from the file's; was it made by the generator?")
+    substeps = cfl_substeps(points, cells, geom, float(attrs["u_mean"]), dt)
     start = time.perf_counter()
     solver = CylinderFlowSolver(
         points, cells, geom, nu=float(attrs["nu"]), u_mean=float(attrs["u_mean"]),
