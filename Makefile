@@ -25,7 +25,7 @@ lint: setup
 test: setup lint
 	$(BIN)/python -m pytest -q
 
-# The main job on a small default: flow past a cylinder (about 3 minutes on 2 cores). Solve a
+# The main job on a small default: flow past a cylinder (about 2 minutes on 2 cores). Solve a
 # fresh trajectory with the FEM generator (parameters never seen in training), roll the shipped
 # MeshGraphNet out over all of it, and write metrics, a figure, an animation and ParaView files.
 demo: setup
