@@ -100,11 +100,15 @@ def export(src: str | Path, dst: str | Path, **provenance: Any) -> Path:
     """Write a shippable copy of a training checkpoint: model weights (with normaliser
     statistics) and the ``"simsurrogate"`` metadata only, no optimizer or loop state, so the
     file is about a third of the size. ``provenance`` (plain data, e.g. the training command
-    and data) is added to the metadata under ``"provenance"``."""
+    and data) is added to the metadata under ``"provenance"``, after the training ``step`` and
+    ``epoch`` the checkpoint was saved at (when it records them)."""
     ckpt = read_checkpoint(src)
     meta = dict(ckpt[KEY])
-    if provenance:
-        meta["provenance"] = {**meta.get("provenance", {}), **provenance}
+    loop = {
+        k: int(ckpt[key]) for k, key in (("step", "global_step"), ("epoch", "epoch")) if key in ckpt
+    }
+    if provenance or loop:
+        meta["provenance"] = {**meta.get("provenance", {}), **loop, **provenance}
         try:
             json.dumps(meta)
         except TypeError as exc:

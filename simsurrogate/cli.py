@@ -135,7 +135,7 @@ def _generate_cylinder_flow(args: argparse.Namespace) -> dict:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from simsurrogate.checkpoint import export, read_checkpoint
+    from simsurrogate.checkpoint import export
 
     notes = {}
     for item in args.provenance:
@@ -143,9 +143,6 @@ def _export(args: argparse.Namespace) -> int:
         if not sep or not key:
             raise ValueError(f"--provenance takes KEY=VALUE items, got {item!r}")
         notes[key] = value
-    ckpt = read_checkpoint(args.source)
-    notes.setdefault("step", int(ckpt.get("global_step", -1)))
-    notes.setdefault("epoch", int(ckpt.get("epoch", -1)))
     path = export(args.source, args.dest, **notes)
     print(f"{path}: {path.stat().st_size / 2**20:.2f} MiB")
     return 0
