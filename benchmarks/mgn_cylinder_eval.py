@@ -82,6 +82,7 @@ def main() -> None:
         )
         still = {n: np.broadcast_to(true[n][:1], true[n].shape) for n in names}
         baseline.append({n: _horizons(_mse_per_step(still[n], true[n])) for n in names})
+        per_traj[-1]["persistence_rmse"] = baseline[-1]
 
     def mean(rows: list[dict]) -> dict[str, dict[str, float]]:
         """Field -> horizon -> RMSE averaged over trajectories."""
