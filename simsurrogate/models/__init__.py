@@ -5,5 +5,15 @@ from simsurrogate.models.equivariant import EGNN
 from simsurrogate.models.gnn import GNN
 from simsurrogate.models.meshgraphnet import MeshGraphNet
 from simsurrogate.models.operators import FNO, UNet
+from simsurrogate.models.potentials import LennardJones
 
-__all__ = ["EGNN", "FNO", "GNN", "MeshGraphNet", "SurrogateModel", "UNet", "build_model"]
+__all__ = [
+    "EGNN",
+    "FNO",
+    "GNN",
+    "LennardJones",
+    "MeshGraphNet",
+    "SurrogateModel",
+    "UNet",
+    "build_model",
+]

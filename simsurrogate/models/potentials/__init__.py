@@ -1,0 +1,19 @@
+"""Interatomic potentials: per-atom energies with a shared energy/forces/stress head."""
+
+from simsurrogate.models.potentials.base import (
+    BesselBasis,
+    PolynomialEnvelope,
+    Potential,
+    UnknownElementError,
+    fit_reference_energies,
+)
+from simsurrogate.models.potentials.pair import LennardJones
+
+__all__ = [
+    "LennardJones",
+    "BesselBasis",
+    "PolynomialEnvelope",
+    "Potential",
+    "UnknownElementError",
+    "fit_reference_energies",
+]
