@@ -3,5 +3,6 @@
 from simsurrogate.tasks.field_operator import FieldOperatorTask
 from simsurrogate.tasks.mesh_dynamics import MeshDynamicsTask
 from simsurrogate.tasks.particle_dynamics import ParticleDynamicsTask
+from simsurrogate.tasks.potential import PotentialTask
 
-__all__ = ["FieldOperatorTask", "MeshDynamicsTask", "ParticleDynamicsTask"]
+__all__ = ["FieldOperatorTask", "MeshDynamicsTask", "ParticleDynamicsTask", "PotentialTask"]
