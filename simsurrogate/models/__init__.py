@@ -5,7 +5,7 @@ from simsurrogate.models.equivariant import EGNN
 from simsurrogate.models.gnn import GNN
 from simsurrogate.models.meshgraphnet import MeshGraphNet
 from simsurrogate.models.operators import FNO, UNet
-from simsurrogate.models.potentials import LennardJones
+from simsurrogate.models.potentials import LennardJones, PaiNN
 
 __all__ = [
     "EGNN",
@@ -13,6 +13,7 @@ __all__ = [
     "GNN",
     "LennardJones",
     "MeshGraphNet",
+    "PaiNN",
     "SurrogateModel",
     "UNet",
     "build_model",

@@ -7,10 +7,12 @@ from simsurrogate.models.potentials.base import (
     UnknownElementError,
     fit_reference_energies,
 )
+from simsurrogate.models.potentials.painn import PaiNN
 from simsurrogate.models.potentials.pair import LennardJones
 
 __all__ = [
     "LennardJones",
+    "PaiNN",
     "BesselBasis",
     "PolynomialEnvelope",
     "Potential",
