@@ -3,7 +3,8 @@
 ``fit`` / ``validate`` / ``test`` are LightningCLI commands driven by YAML recipes
 (``--config recipes/...yaml``; flags override the file; unknown keys are errors that name the
 key, raised before any data is read). ``data`` inspects, validates, generates and imports data
-files; ``rollout`` advances a trained model from a state in a data file.
+files; ``rollout`` advances a trained model from a state in a data file; ``md`` runs
+molecular dynamics with a trained potential on the structures of a file.
 """
 
 from __future__ import annotations
@@ -134,6 +135,62 @@ def _generate_cylinder_flow(args: argparse.Namespace) -> dict:
     )
 
 
+def _comma_list(text: str) -> tuple[str, ...]:
+    """``"Cu,Au"`` -> ``("Cu", "Au")`` (argparse type of list options)."""
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _generate_emt_metals(args: argparse.Namespace) -> dict:
+    from simsurrogate.sims.emt_metals import EMTMetalsConfig, generate_emt_metals
+
+    config = EMTMetalsConfig(
+        elements=args.elements,
+        kinds=args.kinds,
+        size_range=tuple(args.size_range),
+        temperature_range=tuple(args.temperature_range),
+        max_components=args.max_components,
+        strain=args.strain,
+        md_steps=args.md_steps,
+    )
+    return generate_emt_metals(
+        args.out,
+        n_train=args.n_train,
+        n_valid=args.n_valid,
+        n_test=args.n_test,
+        seed=args.seed,
+        config=config,
+        workers=args.workers,
+        overwrite=args.overwrite,
+    )
+
+
+def _generate_xtb_molecules(args: argparse.Namespace) -> dict:
+    from simsurrogate.sims.xtb_molecules import (
+        DEFAULT_MOLECULES,
+        XTBMoleculesConfig,
+        generate_xtb_molecules,
+    )
+
+    config = XTBMoleculesConfig(
+        molecules=args.molecules or DEFAULT_MOLECULES,
+        temperature_range=tuple(args.temperature_range),
+        timestep=args.timestep,
+        equilibration=args.equilibration,
+        interval=args.interval,
+        snapshots=args.snapshots,
+    )
+    return generate_xtb_molecules(
+        args.out,
+        n_train=args.n_train,
+        n_valid=args.n_valid,
+        n_test=args.n_test,
+        seed=args.seed,
+        config=config,
+        workers=args.workers,
+        overwrite=args.overwrite,
+    )
+
+
 def _export(args: argparse.Namespace) -> int:
     from simsurrogate.checkpoint import export
 
@@ -208,6 +265,39 @@ def _is_mesh_rollout(checkpoint: Path, data: Path) -> bool:
         return is_mesh_model_class(name)
     with open_h5(data) as f:
         return attr_text(f.attrs.get("schema", "")) == SCHEMA
+
+
+def _md(args: argparse.Namespace) -> int:
+    from simsurrogate.rollout.md.report import run_md
+
+    summary = run_md(
+        checkpoint=args.checkpoint,
+        structure=args.structure,
+        out=args.out,
+        ensemble=args.ensemble,
+        temperature=args.temperature,
+        pressure_bar=args.pressure,
+        timestep=args.timestep,
+        steps=args.steps,
+        write_every=args.write_every,
+        friction=args.friction,
+        tau_t=args.tau_t,
+        tau_p=args.tau_p,
+        skin=args.skin,
+        min_distance=args.min_distance,
+        seed=args.seed,
+        index=args.index,
+        device=args.device,
+        extxyz=args.extxyz,
+        compile=args.compile,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    print(
+        f"{args.out}: {summary['n_systems']} systems, {summary['steps']} steps, "
+        f"{summary['n_stopped']} stopped, {summary['atom_steps_per_second']:.3g} atom-steps/s"
+    )
+    return 0
 
 
 def _rollout(args: argparse.Namespace) -> int:
@@ -320,6 +410,70 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=int, default=None, help="solver processes (default: cores)")
 
+    p = generator(
+        "emt-metals",
+        "fcc metals and alloys labelled by ASE EMT (bulk, vacancies, surfaces, MD; resumable)",
+        _generate_emt_metals,
+        2000,
+        200,
+        0,
+    )
+    p.add_argument("--n-valid", type=int, default=200)
+    p.add_argument(
+        "--elements",
+        type=_comma_list,
+        default=("Cu", "Ag", "Au", "Ni", "Pd", "Pt", "Al"),
+        help="comma-separated subset of Cu,Ag,Au,Ni,Pd,Pt,Al (default all)",
+    )
+    p.add_argument(
+        "--kinds",
+        type=_comma_list,
+        default=("bulk", "vacancy", "surface", "md"),
+        help="comma-separated subset of bulk,vacancy,surface,md (default all)",
+    )
+    p.add_argument("--size-range", type=int, nargs=2, default=[8, 64], metavar=("MIN", "MAX"))
+    p.add_argument(
+        "--temperature-range",
+        type=float,
+        nargs=2,
+        default=[300.0, 1500.0],
+        metavar=("LOW", "HIGH"),
+        help="MD temperatures (K), drawn uniformly",
+    )
+    p.add_argument("--max-components", type=int, default=3, help="elements per alloy at most")
+    p.add_argument("--strain", type=float, default=0.03, help="largest strain component")
+    p.add_argument("--md-steps", type=int, default=100, help="Langevin steps of 2 fs per frame")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: cores)")
+    p = generator(
+        "xtb-molecules",
+        "small molecules (ASE g2) sampled by MD, labelled by GFN2-xTB (tblite; resumable)",
+        _generate_xtb_molecules,
+        1000,
+        100,
+        0,
+    )
+    p.add_argument("--n-valid", type=int, default=100)
+    p.add_argument(
+        "--molecules",
+        type=_comma_list,
+        default=None,
+        help="comma-separated g2 names, or g2-hcnof for all closed-shell H/C/N/O/F ones "
+        "(default: H2O,NH3,CH4,H2CO,CH3OH,H3CNH2,HCOOH,C2H4,CH3CHO,CH3CH2OH)",
+    )
+    p.add_argument(
+        "--temperature-range",
+        type=float,
+        nargs=2,
+        default=[300.0, 1000.0],
+        metavar=("LOW", "HIGH"),
+        help="MD temperatures (K), drawn uniformly",
+    )
+    p.add_argument("--timestep", type=float, default=0.5, help="MD time step (fs)")
+    p.add_argument("--equilibration", type=int, default=100, help="MD steps before snapshots")
+    p.add_argument("--interval", type=int, default=20, help="MD steps between snapshots")
+    p.add_argument("--snapshots", type=int, default=10, help="frames per MD run")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: cores)")
+
     p = dsub.add_parser(
         "import",
         help="import an ASE-readable file (extxyz, traj, db), a PDEBench HDF5 file or a "
@@ -382,6 +536,39 @@ def _parser() -> argparse.ArgumentParser:
         "--device", default="cpu", help="torch device for mesh models, e.g. cuda (default cpu)"
     )
     p.set_defaults(func=_rollout)
+
+    p = sub.add_parser(
+        "md",
+        help="molecular dynamics with a trained potential, all structures of a file batched",
+        description="Run MD on every frame of STRUCTURE (anything ase.io.read reads) together, "
+        "with the potential in CHECKPOINT. Writes trajectory.h5 (particle schema), md.json "
+        "(parameters, per-system status and averages, throughput) and md.png to OUT. Frames "
+        "without momenta start from Maxwell-Boltzmann velocities at --temperature.",
+    )
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--structure", type=Path, required=True, help="structure file (all frames)")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--ensemble", choices=["nve", "nvt", "langevin", "npt"], default="nvt")
+    p.add_argument("--temperature", type=float, default=300.0, help="K")
+    p.add_argument("--pressure", type=float, default=1.01325, help="bar (npt)")
+    p.add_argument("--timestep", type=float, default=1.0, help="fs")
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--write-every", type=int, default=10, help="steps between frames")
+    p.add_argument("--friction", type=float, default=0.01, help="1/fs (langevin, npt)")
+    p.add_argument("--tau-t", type=float, default=None, help="fs (nvt; default 100 steps)")
+    p.add_argument("--tau-p", type=float, default=1000.0, help="fs (npt)")
+    p.add_argument("--skin", type=float, default=1.0, help="neighbour-list skin (Å)")
+    p.add_argument(
+        "--min-distance", type=float, default=0.5, help="stop a system closer than this (Å)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--index", default=":", help="ASE index of the frames to run (default all)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    p.add_argument("--extxyz", action="store_true", help="also write trajectory.extxyz")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_md)
     return parser
 
 
