@@ -22,7 +22,7 @@ from potential_checks import (
 from torch import Tensor, nn
 
 from simsurrogate.graph import Graph
-from simsurrogate.models.potentials import LennardJones, PaiNN, Potential
+from simsurrogate.models.potentials import LennardJones, NequIP, PaiNN, Potential
 
 
 def painn(elements: Sequence[int]) -> Potential:
@@ -30,12 +30,17 @@ def painn(elements: Sequence[int]) -> Potential:
     return PaiNN(elements, cutoff=4.0, hidden=16, n_interactions=2, n_rbf=8)
 
 
+def nequip(elements: Sequence[int]) -> Potential:
+    torch.manual_seed(0)
+    return NequIP(elements, cutoff=4.0, lmax=2, channels=8, n_interactions=3, n_rbf=8)
+
+
 def lennard_jones(elements: Sequence[int]) -> Potential:
     return LennardJones(elements, sigma=1.2, epsilon=0.5, cutoff=4.0, smooth=True)
 
 
 # name -> factory(elements) building a small float32 model with seeded random weights
-MODELS: dict[str, Factory] = {"painn": painn, "lj": lennard_jones}
+MODELS: dict[str, Factory] = {"painn": painn, "nequip": nequip, "lj": lennard_jones}
 # analytic references: no learned parts to expose for fine-tuning
 ANALYTIC = {"lj"}
 

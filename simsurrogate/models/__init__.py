@@ -5,7 +5,7 @@ from simsurrogate.models.equivariant import EGNN
 from simsurrogate.models.gnn import GNN
 from simsurrogate.models.meshgraphnet import MeshGraphNet
 from simsurrogate.models.operators import FNO, UNet
-from simsurrogate.models.potentials import LennardJones, PaiNN
+from simsurrogate.models.potentials import LennardJones, NequIP, PaiNN
 
 __all__ = [
     "EGNN",
@@ -13,6 +13,7 @@ __all__ = [
     "GNN",
     "LennardJones",
     "MeshGraphNet",
+    "NequIP",
     "PaiNN",
     "SurrogateModel",
     "UNet",

@@ -7,11 +7,13 @@ from simsurrogate.models.potentials.base import (
     UnknownElementError,
     fit_reference_energies,
 )
+from simsurrogate.models.potentials.nequip import NequIP
 from simsurrogate.models.potentials.painn import PaiNN
 from simsurrogate.models.potentials.pair import LennardJones
 
 __all__ = [
     "LennardJones",
+    "NequIP",
     "PaiNN",
     "BesselBasis",
     "PolynomialEnvelope",
