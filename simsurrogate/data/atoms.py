@@ -9,23 +9,36 @@ two atoms may sit closer than ``min_distance``. Batches are
 :class:`~simsurrogate.graph.Graph` objects from :func:`~simsurrogate.graph.atoms.atoms_graph`
 with the labels added: ``nodes["forces"]`` (N, 3), ``globals["energy"]`` (G,) float64,
 ``globals["stress"]`` (G, 3, 3) and ``globals["has_stress"]`` (G,) bool.
+
+Fine-tuning can replay pretraining data: :class:`AtomsDataModule` mixes frames of a ``replay``
+file into every training epoch (:class:`ReplaySampler`), drawn afresh each epoch from the whole
+file or from a subset spread over structure space by farthest-point sampling
+(:func:`farthest_point_sampling` on :func:`structure_descriptors`).
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from simsurrogate.data.errors import DataError
 from simsurrogate.data.particles import ASE_UNITS, FrameReader
-from simsurrogate.graph import Graph
+from simsurrogate.graph import Graph, edge_vectors
 from simsurrogate.graph.atoms import atoms_graph
 
-__all__ = ["AtomsDataModule", "AtomsDataset"]
+__all__ = [
+    "AtomsDataModule",
+    "AtomsDataset",
+    "ReplaySampler",
+    "farthest_point_sampling",
+    "structure_descriptors",
+]
 
 LABELS = ("energy", "forces", "stress")
 
@@ -172,6 +185,94 @@ class AtomsDataset(Dataset):
         return self.numbers, self.n_atoms
 
 
+def _joined(first: AtomsDataset, second: AtomsDataset) -> AtomsDataset:
+    """One dataset holding the frames of ``first`` then those of ``second``, with the labels
+    of ``first``: ``second`` must carry its energies and forces; frames of ``second`` without a
+    stress get ``has_stress = False``."""
+    for label in ("energy", "forces"):
+        if getattr(first, label) is not None and getattr(second, label) is None:
+            raise DataError(
+                f"the replay file has no {label!r}, which the training file has",
+                path=second.path,
+                field=label,
+            )
+    out = copy.copy(first)
+    for name in ("positions", "numbers", "n_atoms", "cell", "pbc", "energy", "forces"):
+        if getattr(first, name) is not None:
+            setattr(out, name, np.concatenate([getattr(first, name), getattr(second, name)]))
+    out.offsets = np.concatenate(([0], np.cumsum(out.n_atoms)))
+    if first.stress is not None:
+        n = len(second)
+        stress = second.stress if second.stress is not None else np.zeros((n, 3, 3))
+        out.stress = np.concatenate([first.stress, stress])
+    out.has_stress = np.concatenate([first.has_stress, second.has_stress])
+    return out
+
+
+def structure_descriptors(ds: AtomsDataset, cutoff: float = 5.0, bins: int = 16) -> np.ndarray:
+    """A cheap per-structure fingerprint (F, n_elements + bins): the element fractions and the
+    histogram of pair distances within ``cutoff`` Å (pairs per atom, ``bins`` equal bins),
+    each column standardised over the file. Invariant to atom order, rotation and
+    translation; meant for picking diverse structures, not for learning."""
+    elements = np.unique(ds.numbers)
+    frame_of_atom = np.repeat(np.arange(len(ds)), ds.n_atoms)
+    composition = np.zeros((len(ds), len(elements)))
+    np.add.at(composition, (frame_of_atom, np.searchsorted(elements, ds.numbers)), 1.0)
+    composition /= ds.n_atoms[:, None]
+    histogram = np.zeros((len(ds), bins))
+    step = 256
+    for start in range(0, len(ds), step):
+        idx = list(range(start, min(start + step, len(ds))))
+        g = ds._graph(idx, cutoff)
+        j, i = g.edge_index
+        cell = g.globals["cell"][g.node_batch[i]]
+        r = edge_vectors(g.nodes["positions"], i, j, g.edges["shifts"], cell).norm(dim=-1)
+        b = np.minimum((r.numpy() / cutoff * bins).astype(np.int64), bins - 1)
+        frame = g.node_batch[i].numpy() + start
+        np.add.at(histogram, (frame, b), 1.0)
+    histogram /= ds.n_atoms[:, None]
+    x = np.concatenate([composition, histogram], axis=1)
+    std = x.std(axis=0)
+    return (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)
+
+
+def farthest_point_sampling(x: np.ndarray, k: int) -> np.ndarray:
+    """Indices of ``k`` rows of ``x`` (F, D) spread out: start from the row farthest from the
+    mean, then repeatedly add the row farthest (Euclidean) from all chosen ones."""
+    k = min(k, len(x))
+    chosen = [int(np.argmax(np.linalg.norm(x - x.mean(axis=0), axis=1)))]
+    distance = np.linalg.norm(x - x[chosen[0]], axis=1)
+    for _ in range(k - 1):
+        nxt = int(np.argmax(distance))
+        chosen.append(nxt)
+        distance = np.minimum(distance, np.linalg.norm(x - x[nxt], axis=1))
+    return np.array(chosen, dtype=np.int64)
+
+
+class ReplaySampler(Sampler[int]):
+    """Frame indices of one training epoch: every training frame once plus ``n_replay``
+    replay frames drawn afresh each epoch (without replacement when the pool is large enough)
+    from ``pool``, all shuffled. Indices refer to the joined set (training frames, then the
+    replay file's)."""
+
+    def __init__(self, train: np.ndarray, pool: np.ndarray, n_replay: int) -> None:
+        self.train = torch.as_tensor(train, dtype=torch.long)
+        self.pool = torch.as_tensor(pool, dtype=torch.long)
+        self.n_replay = n_replay
+
+    def __len__(self) -> int:
+        return len(self.train) + self.n_replay
+
+    def __iter__(self) -> Iterator[int]:
+        n, size = self.n_replay, len(self.pool)
+        if n <= size:
+            pick = self.pool[torch.randperm(size)[:n]]
+        else:
+            pick = self.pool[torch.randint(size, (n,))]
+        epoch = torch.cat([self.train, pick])
+        return iter(epoch[torch.randperm(len(epoch))].tolist())
+
+
 class AtomsDataModule(L.LightningDataModule):
     """Train / valid / test particle files of labelled structures.
 
@@ -182,6 +283,14 @@ class AtomsDataModule(L.LightningDataModule):
         min_distance: closest allowed pair distance in Å (closer is an error).
         max_train: use only the first ``max_train`` training frames (``None``: all).
         num_workers: DataLoader worker processes building neighbour lists.
+        replay: particle file of pretraining structures to mix into every training epoch
+            (same units, energy and force labels as ``train``).
+        replay_fraction: fraction of each epoch's frames that come from ``replay``, in [0, 1)
+            (0.2 with 100 training frames: 25 replay frames per epoch, drawn afresh).
+        replay_selection: "random" (draw from the whole replay file, or its first
+            ``replay_pool`` frames) or "fps" (draw from ``replay_pool`` frames picked once by
+            farthest-point sampling on :func:`structure_descriptors`).
+        replay_pool: number of replay frames to draw from (``None``: all; "fps" needs it).
     """
 
     def __init__(
@@ -194,9 +303,30 @@ class AtomsDataModule(L.LightningDataModule):
         min_distance: float = 0.5,
         max_train: int | None = None,
         num_workers: int = 0,
+        replay: str | None = None,
+        replay_fraction: float = 0.0,
+        replay_selection: str = "random",
+        replay_pool: int | None = None,
     ) -> None:
         super().__init__()
-        self.paths = {"train": train, "valid": valid, "test": test}
+        if not 0.0 <= replay_fraction < 1.0:
+            raise ValueError(f"replay_fraction must be in [0, 1), got {replay_fraction}")
+        if (replay is None) != (replay_fraction == 0.0):
+            raise ValueError(
+                "replay (a file) and replay_fraction > 0 go together, got replay="
+                f"{replay!r}, replay_fraction={replay_fraction}"
+            )
+        if replay_selection not in ("random", "fps"):
+            raise ValueError(f"replay_selection must be random or fps, got {replay_selection!r}")
+        if replay_selection == "fps" and replay_pool is None:
+            raise ValueError("replay_selection: fps needs replay_pool (how many frames to pick)")
+        if replay_pool is not None and replay_pool < 1:
+            raise ValueError(f"replay_pool must be >= 1, got {replay_pool}")
+        self.paths = {"train": train, "valid": valid, "test": test, "replay": replay}
+        self.replay_fraction = replay_fraction
+        self.replay_selection = replay_selection
+        self.replay_pool = replay_pool
+        self._pool: np.ndarray | None = None
         self.batch_size = batch_size
         self.cutoff = cutoff
         self.min_distance = min_distance
@@ -224,6 +354,8 @@ class AtomsDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit"):
             self.dataset("train")
+            if self.paths["replay"] is not None:
+                self.dataset("replay")
         if stage in (None, "fit", "validate"):
             self.dataset("valid")
         if stage in (None, "test") and self.paths["test"] is not None:
@@ -245,8 +377,35 @@ class AtomsDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
+    def replay_frames(self) -> np.ndarray:
+        """Indices of the replay file's frames that epochs draw from (picked once)."""
+        if self._pool is None:
+            ds = self.dataset("replay")
+            k = len(ds) if self.replay_pool is None else min(self.replay_pool, len(ds))
+            if self.replay_selection == "fps":
+                x = structure_descriptors(ds, cutoff=self.cutoff or 5.0)
+                self._pool = np.sort(farthest_point_sampling(x, k))
+            else:
+                self._pool = np.arange(k)
+        return self._pool
+
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        if self.paths["replay"] is None:
+            return self._loader("train", shuffle=True)
+        train, replay = self.dataset("train"), self.dataset("replay")
+        frames = self.train_frames()
+        f = self.replay_fraction
+        n_replay = max(1, round(f * len(frames) / (1.0 - f)))
+        data = _joined(train, replay)
+        sampler = ReplaySampler(frames, len(train) + self.replay_frames(), n_replay)
+        return DataLoader(
+            data,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            collate_fn=data.collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("valid", shuffle=False)

@@ -7,10 +7,15 @@ the first step of a fresh run the model's per-element reference energies are fit
 squares on the training energies and its output ``scale`` is set to the RMS of the training
 forces, so the network learns an O(1) correction. An exponential moving average (EMA) of the
 weights is what validation, test and the saved checkpoint use.
+
+Fine-tuning a pretrained potential is data in the recipe: a ``finetune:`` block
+(:class:`~simsurrogate.tasks.finetune.FineTune`) in place of ``model``, checked in ``setup``
+before training starts; see :mod:`simsurrogate.tasks.finetune`.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning as L
@@ -27,6 +32,20 @@ from simsurrogate.models.potentials.base import (
     Potential,
     element_symbol,
     fit_reference_energies,
+)
+from simsurrogate.tasks.finetune import (
+    FineTune,
+    add_lora,
+    check_cutoff,
+    file_sha256,
+    freezes_embedding,
+    load_pretrained,
+    merge_lora_state,
+    param_groups,
+    provenance,
+    refit_reference_energies,
+    set_trainable,
+    with_elements,
 )
 
 __all__ = ["PotentialTask"]
@@ -51,7 +70,7 @@ class PotentialTask(L.LightningModule):
     """Fit a :class:`~simsurrogate.models.potentials.Potential` to labelled structures.
 
     Args:
-        model: the potential.
+        model: the potential (``None`` when ``finetune`` names a checkpoint to start from).
         energy_weight, force_weight, stress_weight: loss weights (0 switches a term off; a
             positive weight on a label the training file lacks is an error before training).
         lr, weight_decay: AdamW (amsgrad) settings.
@@ -60,13 +79,17 @@ class PotentialTask(L.LightningModule):
         patience: epochs without improvement before "plateau" lowers the rate.
         ema_decay: decay of the weight EMA per step (``None``: no EMA).
         reference_energies: "fit" (least squares on the training set before training) or
-            "keep" (use the model's, e.g. a pretrained checkpoint's).
-        scale: "force_rms" (set the output scale from the training forces) or "keep".
+            "keep" (use the model's); default "fit". With ``finetune``, set
+            ``finetune.reference_energies`` instead.
+        scale: "force_rms" (set the output scale from the training forces) or "keep"; default
+            "force_rms", and "keep" with ``finetune`` (the pretrained network's scale).
+        finetune: start from a pretrained checkpoint and fine-tune it as this block says
+            (:class:`~simsurrogate.tasks.finetune.FineTune`; a dict of its fields also works).
     """
 
     def __init__(
         self,
-        model: Potential,
+        model: Potential | None = None,
         energy_weight: float = 1.0,
         force_weight: float = 10.0,
         stress_weight: float = 0.0,
@@ -75,12 +98,41 @@ class PotentialTask(L.LightningModule):
         lr_schedule: str = "plateau",
         patience: int = 10,
         ema_decay: float | None = 0.99,
-        reference_energies: str = "fit",
-        scale: str = "force_rms",
+        reference_energies: str | None = None,
+        scale: str | None = None,
+        finetune: FineTune | None = None,
     ) -> None:
         super().__init__()
+        self.finetune = FineTune(**finetune) if isinstance(finetune, dict) else finetune
+        self._pretrained: dict[str, Any] = {}  # metadata and sha256 of the starting checkpoint
+        self._added: list[int] = []  # elements added to the pretrained model
+        self._prepared = False  # fine-tuning surgery done (in setup)
+        if self.finetune is not None:
+            if model is not None:
+                raise ValueError(
+                    "give either model or finetune.checkpoint, not both: a fine-tuned model is "
+                    "rebuilt from its starting checkpoint"
+                )
+            if reference_energies is not None:
+                raise ValueError(
+                    "with finetune, set finetune.reference_energies (refit | keep) instead of "
+                    "reference_energies"
+                )
+            if scale not in (None, "keep"):
+                raise ValueError(
+                    f"with finetune the pretrained network's output scale is kept; scale: "
+                    f"{scale} would rescale what it learned"
+                )
+            model, meta = load_pretrained(self.finetune.checkpoint)
+            self._pretrained = {"meta": meta, "sha256": file_sha256(self.finetune.checkpoint)}
+            reference_energies, scale = "keep", "keep"
+        reference_energies = reference_energies or "fit"
+        scale = scale or "force_rms"
         if not isinstance(model, Potential):
-            raise TypeError(f"PotentialTask needs a Potential, got {type(model).__name__}")
+            raise TypeError(
+                "PotentialTask needs a Potential (model) or a checkpoint to fine-tune "
+                f"(finetune.checkpoint), got {type(model).__name__}"
+            )
         for name, value, allowed in (
             ("lr_schedule", lr_schedule, ("constant", "cosine", "plateau")),
             ("reference_energies", reference_energies, ("fit", "keep")),
@@ -101,6 +153,7 @@ class PotentialTask(L.LightningModule):
         self.scale_mode = scale
         self._ema: AveragedModel | None = None
         self._ema_state: dict[str, Tensor] | None = None  # EMA weights restored on resume
+        self._ema_count = 1  # EMA updates so far, restored on resume
         self._raw: dict[str, Tensor] | None = None  # training weights while EMA ones are in
         self.metrics = torch.nn.ModuleDict(
             {
@@ -123,7 +176,13 @@ class PotentialTask(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         dm = self._datamodule()
-        if dm is None or not hasattr(dm, "dataset"):
+        if dm is not None and not hasattr(dm, "dataset"):
+            dm = None
+        if self.finetune is not None and not self._prepared:
+            if dm is not None:
+                check_cutoff(dm.cutoff, self.model.cutoff, self.finetune.checkpoint)
+            self._prepare_finetune(dm)
+        if dm is None:
             return
         if dm.cutoff is not None and dm.cutoff < self.model.cutoff:
             raise ValueError(
@@ -142,24 +201,48 @@ class PotentialTask(L.LightningModule):
                         path=ds.path,
                         field=label,
                     )
-            unknown = sorted(set(np.unique(ds.numbers).tolist()) - set(self.model.elements))
-            if unknown:
-                frame = (
-                    int(
-                        np.searchsorted(
-                            ds.offsets, np.argmax(np.isin(ds.numbers, unknown)), "right"
-                        )
-                    )
-                    - 1
-                )
-                names = ", ".join(element_symbol(z) for z in unknown)
-                known = ", ".join(element_symbol(z) for z in self.model.elements)
-                raise DataError(
-                    f"elements {names} (first in frame {frame}) are not among the model's "
-                    f"elements ({known})",
-                    path=ds.path,
-                    field="numbers",
-                )
+            self._check_elements(ds)
+        if stage == "fit" and getattr(dm, "paths", {}).get("replay") is not None:
+            self._check_elements(dm.dataset("replay"), "replay file")
+
+    def _check_elements(self, ds: Any, what: str = "") -> None:
+        """Elements of ``ds`` the model lacks are an error naming them, the first frame
+        holding one, and the file."""
+        unknown = sorted(set(np.unique(ds.numbers).tolist()) - set(self.model.elements))
+        if not unknown:
+            return
+        first = np.argmax(np.isin(ds.numbers, unknown))
+        frame = int(np.searchsorted(ds.offsets, first, "right")) - 1
+        names = ", ".join(element_symbol(z) for z in unknown)
+        known = ", ".join(element_symbol(z) for z in self.model.elements)
+        hint = ""
+        if self.finetune is not None:
+            hint = f"; they are missing from the checkpoint {self.finetune.checkpoint}"
+            if not what:
+                hint += " (finetune.new_elements: add extends the model with them)"
+        raise DataError(
+            f"{what + ': ' if what else ''}elements {names} (first in frame {frame}) are not "
+            f"among the model's elements ({known}){hint}",
+            path=ds.path,
+            field="numbers",
+        )
+
+    def _prepare_finetune(self, dm: Any) -> None:
+        """Model surgery a fine-tuning recipe asks for, done once before training (and before
+        a resumed or tested checkpoint's weights are loaded, so they fit): add the data's new
+        elements, wrap adapters, freeze what does not train."""
+        ft = self.finetune
+        n_old = self.model.num_elements
+        if dm is not None and ft.new_elements == "add":
+            found: set[int] = set()
+            for split in ("train", "valid"):
+                found |= set(np.unique(dm.dataset(split).numbers).tolist())
+            self._added = sorted(found - set(self.model.elements))
+            self.model = with_elements(self.model, self._added)
+        if ft.trainable == "lora":
+            add_lora(self.model, ft.lora_rank, ft.lora_alpha)
+        set_trainable(self.model, ft.trainable, n_old if self._added else None)
+        self._prepared = True
 
     def on_fit_start(self) -> None:
         dm = self._datamodule()
@@ -174,12 +257,16 @@ class PotentialTask(L.LightningModule):
             )
             if self._ema_state is not None:
                 self._ema.module.load_state_dict(self._ema_state)
+                self._ema.n_averaged.fill_(self._ema_count)
                 self._ema_state = None
 
     @torch.no_grad()
     def _init_from_data(self, ds: Any, frames: np.ndarray) -> None:
         """Reference energies and output scale from the training frames."""
         rows = np.concatenate([np.arange(ds.offsets[k], ds.offsets[k + 1]) for k in frames])
+        ft = self.finetune
+        if ft is not None and ft.reference_energies == "refit" and ds.energy is not None:
+            refit_reference_energies(self.model, ds, frames)
         if self.reference_energies == "fit" and ds.energy is not None:
             ref = fit_reference_energies(
                 ds.numbers[rows], ds.n_atoms[frames], ds.energy[frames], self.model.elements
@@ -291,19 +378,41 @@ class PotentialTask(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the EMA weights as the model's (what ``checkpoint.load`` rebuilds) and the
         raw training weights beside them, so a resumed run continues both."""
-        checkpoint[KEY] = make_metadata(self.model, type(self).__name__)
-        if self._ema is None:
-            return
+        ft = self.finetune
+        extra = None
+        if ft is not None:
+            meta, sha = self._pretrained["meta"], self._pretrained["sha256"]
+            extra = {"provenance": provenance(ft, meta, sha, self._added)}
+        checkpoint[KEY] = make_metadata(self.model, type(self).__name__, extra)
         state = checkpoint["state_dict"]
-        raw = self._raw if self._raw is not None else self.model.state_dict()
-        checkpoint["raw_model_state"] = {k: v.detach().clone() for k, v in raw.items()}
-        for k, v in self._ema.module.state_dict().items():
-            state[f"model.{k}"] = v.detach().clone()
+        if self._ema is not None:
+            raw = self._raw if self._raw is not None else self.model.state_dict()
+            checkpoint["raw_model_state"] = {k: v.detach().clone() for k, v in raw.items()}
+            for k, v in self._ema.module.state_dict().items():
+                state[f"model.{k}"] = v.detach().clone()
+        if ft is not None and ft.trainable == "lora":
+            # ship an ordinary model (adapters merged); keep the adapters to resume from
+            adapted = {k: v for k, v in state.items() if k.startswith("model.")}
+            checkpoint["adapter_state"] = adapted
+            for k in adapted:
+                del state[k]
+            state.update(merge_lora_state(adapted))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        adapted = checkpoint.pop("adapter_state", None)
+        if adapted is not None:
+            state = checkpoint["state_dict"]
+            for k in [k for k in state if k.startswith("model.")]:
+                del state[k]
+            state.update(adapted)
+        state = checkpoint["state_dict"]
+        if self._ema is None:  # rebuilt in on_fit_start from the model.* (EMA) weights
+            for k in [k for k in state if k.startswith("_ema.")]:
+                value = state.pop(k)
+                if k == "_ema.n_averaged":
+                    self._ema_count = int(value)
         raw = checkpoint.pop("raw_model_state", None)
         if raw is not None:
-            state = checkpoint["state_dict"]
             self._ema_state = {
                 k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")
             }
@@ -311,17 +420,25 @@ class PotentialTask(L.LightningModule):
 
     # ------------------------------------------------------------------ optimiser
     def configure_optimizers(self) -> Any:
-        opt = torch.optim.AdamW(
-            self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay, amsgrad=True
-        )
+        ft = self.finetune
+        params: Any = self.model.parameters()
+        if ft is not None:
+            frozen_rows = bool(self._added) and freezes_embedding(ft.trainable)
+            params = param_groups(self.model, self.lr, ft.lr, self.weight_decay, frozen_rows)
+        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay, amsgrad=True)
         if self.lr_schedule == "constant":
             return opt
-        if self.lr_schedule == "cosine":
+        if self.lr_schedule == "cosine":  # each group from its own rate down to 1 % of it
             epochs = max(int(self.trainer.max_epochs or 1), 1)
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs, eta_min=0.01 * self.lr)
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda e: 0.01 + 0.495 * (1.0 + math.cos(math.pi * e / epochs))
+            )
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, factor=0.5, patience=self.patience, min_lr=1e-3 * self.lr
+            opt,
+            factor=0.5,
+            patience=self.patience,
+            min_lr=[1e-3 * group["lr"] for group in opt.param_groups],
         )
         return {
             "optimizer": opt,
