@@ -7,17 +7,20 @@ from simsurrogate.models.potentials.base import (
     UnknownElementError,
     fit_reference_energies,
 )
+from simsurrogate.models.potentials.external import CHGNetPotential, SevenNetPotential
 from simsurrogate.models.potentials.nequip import NequIP
 from simsurrogate.models.potentials.painn import PaiNN
 from simsurrogate.models.potentials.pair import LennardJones
 
 __all__ = [
+    "CHGNetPotential",
     "LennardJones",
     "NequIP",
     "PaiNN",
     "BesselBasis",
     "PolynomialEnvelope",
     "Potential",
+    "SevenNetPotential",
     "UnknownElementError",
     "fit_reference_energies",
 ]
