@@ -119,3 +119,20 @@ def export(src: str | Path, dst: str | Path, **provenance: Any) -> Path:
     torch.save({"state_dict": state, KEY: meta}, dst)
     load(dst)  # the exported file must rebuild its model
     return dst
+
+
+def save_model(model: SurrogateModel, path: str | Path, task: str, **provenance: Any) -> Path:
+    """Write a model built outside training (e.g. a third-party pretrained potential such as
+    ``SevenNetPotential([29, 79])``) as a checkpoint, the file a fine-tuning recipe names in
+    ``finetune.checkpoint``. The model's ``source`` attribute (package, version, bundled model),
+    when it has one, and ``provenance`` (plain data) go into the metadata; the written file is
+    checked to rebuild. Returns its path."""
+    source = getattr(model, "source", None)
+    extra = {"provenance": {**({"source": source} if source else {}), **provenance}}
+    meta = make_metadata(model, task, extra)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, KEY: meta}, path)
+    load(path)
+    return path

@@ -55,7 +55,6 @@ from simsurrogate.models.potentials import Potential, UnknownElementError
 from simsurrogate.models.potentials.external import (
     CHGNetPotential,
     SevenNetPotential,
-    export_pretrained,
 )
 from simsurrogate.models.potentials.external.chgnet import undirected_bonds
 from simsurrogate.rollout.md import MDEngine
@@ -278,7 +277,9 @@ def test_sevennet_fine_tunes_on_emt_data_through_a_recipe(tmp_path):
     """A ``finetune`` block starting from the exported SevenNet-0 checkpoint: the refit moves
     the reference energies from zero to EMT's offset, training lowers the validation force
     error, and the saved checkpoint rebuilds the fine-tuned model with its provenance."""
-    start = export_pretrained(SevenNetPotential([29, 79]), tmp_path / "sevennet0.ckpt")
+    start = checkpoint.save_model(
+        SevenNetPotential([29, 79]), tmp_path / "sevennet0.ckpt", "PotentialTask"
+    )
     paths = {}
     for split, (n, seed) in {"train": (4, 0), "valid": (4, 1)}.items():
         paths[split] = write_frames(

@@ -2,12 +2,11 @@
 
 Each adapter imports its package only when a model is built, so the classes are always
 registered (checkpoints name them) and a missing optional extra (``simsurrogate[sevenn]``,
-``simsurrogate[chgnet]``) is a clear error at build time. :func:`export_pretrained` writes a
-pretrained model as the checkpoint a fine-tuning recipe starts from.
+``simsurrogate[chgnet]``) is a clear error at build time. :func:`simsurrogate.checkpoint.save_model`
+writes a pretrained model as the checkpoint a fine-tuning recipe starts from.
 """
 
 from simsurrogate.models.potentials.external.chgnet import CHGNetPotential
-from simsurrogate.models.potentials.external.export import export_pretrained
 from simsurrogate.models.potentials.external.sevennet import SevenNetPotential
 
-__all__ = ["CHGNetPotential", "SevenNetPotential", "export_pretrained"]
+__all__ = ["CHGNetPotential", "SevenNetPotential"]
