@@ -174,3 +174,20 @@ def test_default_size_builds_and_runs() -> None:
 def test_bad_sizes_are_rejected(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         NequIP([29], **kwargs)
+
+
+def test_deep_copy_keeps_state_keys_for_weight_ema() -> None:
+    """Weight EMA deep-copies the model and loads states across; e3nn's generated kernels
+    must come through the copy as the same graphs (pickling them re-traced the lmax >= 2
+    tensor products with extra ``_tensor_constant`` entries, and loading failed)."""
+    from torch.optim.swa_utils import AveragedModel
+
+    torch.manual_seed(0)
+    model = NequIP([29, 79], cutoff=4.0, lmax=2, channels=8, n_interactions=2)
+    ema = AveragedModel(model, use_buffers=False)
+    assert set(ema.module.state_dict()) == set(model.state_dict())
+    model.load_state_dict(ema.module.state_dict())
+    cell = [alloy_cell()]
+    np.testing.assert_array_equal(
+        evaluate(ema.module, cell)["forces"], evaluate(model, cell)["forces"]
+    )

@@ -24,6 +24,7 @@ Parts are named for fine-tuning: ``embedding`` (per-element scalars), ``interact
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from e3nn import o3
@@ -31,6 +32,7 @@ from e3nn.nn import FullyConnectedNet, Gate
 from torch import Tensor, nn
 
 from simsurrogate.graph import Graph
+from simsurrogate.models.potentials._e3nn import deepcopy_keeping_fx_graphs
 from simsurrogate.models.potentials.base import BesselBasis, PolynomialEnvelope, Potential
 
 __all__ = ["NequIP", "NequIPInteraction", "hidden_irreps"]
@@ -227,6 +229,11 @@ class NequIP(Potential):
             self.interactions.append(block)
             irreps = block.irreps_out
         self.readout = o3.Linear(irreps, o3.Irreps("1x0e"))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> NequIP:
+        """A copy whose e3nn tensor-product kernels stay the same fx graphs, so it has the
+        same state-dict keys (weight EMA deep-copies the model and loads states across)."""
+        return deepcopy_keeping_fx_graphs(self, memo)
 
     def atomic_energies(self, species: Tensor, vectors: Tensor, graph: Graph) -> Tensor:
         """Per-atom network output (N,) in the model's dtype from embedding rows (N,) and pair

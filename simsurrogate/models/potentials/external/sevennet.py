@@ -31,11 +31,10 @@ scale and shift); they are buffers here, so no fine-tuning mode can make them tr
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import version
 from typing import Any
 
@@ -43,6 +42,10 @@ import torch
 from torch import Tensor, nn
 
 from simsurrogate.graph import Graph
+from simsurrogate.models.potentials._e3nn import (
+    copy_fx_graphs_as_graphs,
+    deepcopy_keeping_fx_graphs,
+)
 from simsurrogate.models.potentials.base import (
     Potential,
     UnknownElementError,
@@ -114,30 +117,6 @@ def _exact_wigner_3j(module: nn.Module) -> None:
 def _exact_wigner_3j_after_load(module: nn.Module, incompatible_keys: object) -> None:
     """``load_state_dict`` post-hook: loaded Wigner 3j buffers may be float32-rounded."""
     _exact_wigner_3j(module)
-
-
-@contextlib.contextmanager
-def _copy_fx_graphs_as_graphs(root: nn.Module, memo: dict[int, Any]) -> Iterator[None]:
-    """Deep copies of ``root`` made inside this context (with ``memo``) copy e3nn's generated
-    kernels as the same fx graphs.
-
-    e3nn's modules deep-copy their generated code by pickling it, and torch.fx re-traces
-    pickled code with the Wigner 3j buffers folded into new ``_tensor_constant`` tensors: the
-    copy's state dict gains keys (so loading it into a fresh model, as the training task's
-    weight EMA does, fails) and ``.double()`` no longer makes those coefficients exact. With
-    e3nn's ``__codegen__`` list hidden, ``deepcopy`` uses ``fx.GraphModule.__deepcopy__``,
-    which keeps graph and buffers; the list is put back on the originals and the copies.
-    """
-    owners = [m for m in root.modules() if "__codegen__" in m.__dict__]
-    hidden = {id(m): m.__dict__.pop("__codegen__") for m in owners}
-    try:
-        yield
-    finally:
-        for module in owners:
-            module.__dict__["__codegen__"] = hidden[id(module)]
-        for key, names in hidden.items():
-            if key in memo:
-                memo[key].__dict__["__codegen__"] = list(names)
 
 
 def _freeze_as_buffers(module: nn.Module) -> None:
@@ -229,7 +208,7 @@ class SevenNetPotential(Potential):
         super().__init__(elements, float(config[key.CUTOFF]))
         self.model_name = model_name
         network, memo = _bundled_network(model_name), {}
-        with _copy_fx_graphs_as_graphs(network, memo):
+        with copy_fx_graphs_as_graphs(network, memo):
             network = copy.deepcopy(network, memo)
         modules: OrderedDict[str, nn.Module] = OrderedDict(network._modules)
         n_layers = int(config[key.NUM_CONVOLUTION])
@@ -286,12 +265,9 @@ class SevenNetPotential(Potential):
 
     def __deepcopy__(self, memo: dict[int, Any]) -> SevenNetPotential:
         """A copy whose e3nn kernels are the same fx graphs (see
-        :func:`_copy_fx_graphs_as_graphs`): same state-dict keys, exact ``.double()``."""
-        with _copy_fx_graphs_as_graphs(self, memo):
-            clone = type(self).__new__(type(self))
-            memo[id(self)] = clone
-            clone.__setstate__(copy.deepcopy(self.__dict__, memo))
-        return clone
+        :func:`~simsurrogate.models.potentials._e3nn.copy_fx_graphs_as_graphs`): same
+        state-dict keys, exact ``.double()``."""
+        return deepcopy_keeping_fx_graphs(self, memo)
 
     @property
     def source(self) -> str:
