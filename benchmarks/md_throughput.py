@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from ase import Atoms, units
 from ase.build import bulk
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize
 from ase.md.verlet import VelocityVerlet
+from mace_anchor import run_in_mace_venv
 
 from simsurrogate import checkpoint
 from simsurrogate.models.potentials import NequIP
@@ -94,32 +94,18 @@ def run_ase(model: torch.nn.Module, systems: list[Atoms], steps: int, dt: float)
     return {"atom_steps_per_s": atom_steps / wall, "wall_s": wall}
 
 
-MACE_SCRIPT = textwrap.dedent(
+MACE_MD = textwrap.dedent(
     """
-    import json, sys, time
-    import numpy as np, torch
+    import json, time
+    import torch
     from ase import units
     from ase.io import read
     from ase.md.verlet import VelocityVerlet
-    from e3nn import o3
-    from mace.modules import ScaleShiftMACE, RealAgnosticResidualInteractionBlock
     from mace.calculators import MACECalculator
 
     cfg = json.loads(sys.argv[1])
     torch.set_num_threads(cfg["threads"])
-    torch.set_default_dtype(torch.float32)
-    torch.manual_seed(0)
-    zs = cfg["numbers"]
-    model = ScaleShiftMACE(
-        r_max=cfg["cutoff"], num_bessel=8, num_polynomial_cutoff=6, max_ell=cfg["lmax"],
-        interaction_cls=RealAgnosticResidualInteractionBlock,
-        interaction_cls_first=RealAgnosticResidualInteractionBlock,
-        num_interactions=cfg["n_interactions"], num_elements=len(zs),
-        hidden_irreps=o3.Irreps(cfg["hidden_irreps"]), MLP_irreps=o3.Irreps("16x0e"),
-        atomic_energies=np.zeros(len(zs)), avg_num_neighbors=cfg["avg_num_neighbors"],
-        atomic_numbers=zs, correlation=cfg["correlation"], gate=torch.nn.functional.silu,
-        atomic_inter_scale=1.0, atomic_inter_shift=0.0,
-    )
+    model = build_mace(cfg)
     n_params = sum(p.numel() for p in model.parameters())
     torch.save(model, cfg["model_path"])
     calc = MACECalculator(model_paths=cfg["model_path"], device="cpu", default_dtype="float32")
@@ -134,25 +120,6 @@ MACE_SCRIPT = textwrap.dedent(
                       "parameters": n_params}))
     """
 )
-
-
-def run_mace(python: Path, structure: Path, cfg: dict) -> dict:
-    """Run the MACE side in its own interpreter; returns its JSON line."""
-    script = structure.with_suffix(".mace.py")
-    script.write_text(MACE_SCRIPT)
-    # e3nn 0.4.4 (pinned by mace-torch) loads its own constants with a bare torch.load, which
-    # torch >= 2.6 refuses under weights_only=True; the files are the package's own
-    env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [str(python), str(script), json.dumps(cfg)],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"MACE run failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -226,15 +193,14 @@ def main() -> None:
             "cutoff": size["cutoff"],
             "lmax": size["lmax"],
             "n_interactions": size["n_interactions"],
-            "hidden_irreps": f"{size['channels']}x0e+{size['channels']}x1o",
-            "correlation": 3,
+            "channels": size["channels"],
             "avg_num_neighbors": size["avg"],
             "structure": str(structure),
             "model_path": str(work / "mace.model"),
             "dt": args.dt,
             "steps": args.large_steps,
         }
-        mace = run_mace(args.mace_python, structure, cfg)
+        mace = run_in_mace_venv(args.mace_python, work / "mace_md.py", MACE_MD, cfg)
         mace_version = subprocess.run(
             [str(args.mace_python), "-c", "import mace; print(mace.__version__)"],
             capture_output=True,

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import textwrap
 import time
@@ -27,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from mace_anchor import run_in_mace_venv
 
 from simsurrogate.data.atoms import AtomsDataset
 from simsurrogate.data.importers.ase_import import frames_to_atoms
@@ -75,32 +74,18 @@ def ours(path: Path, batches: list[list[int]], steps: int) -> dict:
     }
 
 
-MACE_SCRIPT = textwrap.dedent(
+MACE_TRAIN = textwrap.dedent(
     """
-    import json, sys, time
+    import json, time
     import numpy as np, torch
     from ase.io import read
-    from e3nn import o3
     from mace import data, tools
-    from mace.modules import ScaleShiftMACE, RealAgnosticResidualInteractionBlock
     from mace.tools import torch_geometric
 
     cfg = json.loads(sys.argv[1])
     torch.set_num_threads(1)
-    torch.set_default_dtype(torch.float32)
-    torch.manual_seed(0)
-    zs = cfg["numbers"]
-    model = ScaleShiftMACE(
-        r_max=cfg["cutoff"], num_bessel=8, num_polynomial_cutoff=6, max_ell=cfg["lmax"],
-        interaction_cls=RealAgnosticResidualInteractionBlock,
-        interaction_cls_first=RealAgnosticResidualInteractionBlock,
-        num_interactions=cfg["n_interactions"], num_elements=len(zs),
-        hidden_irreps=o3.Irreps(cfg["hidden_irreps"]), MLP_irreps=o3.Irreps("16x0e"),
-        atomic_energies=np.zeros(len(zs)), avg_num_neighbors=cfg["avg"],
-        atomic_numbers=zs, correlation=3, gate=torch.nn.functional.silu,
-        atomic_inter_scale=1.0, atomic_inter_shift=0.0,
-    )
-    table = tools.AtomicNumberTable(zs)
+    model = build_mace(cfg)
+    table = tools.AtomicNumberTable(cfg["numbers"])
     frames = read(cfg["frames"], index=":")
     batches = []
     for idx in cfg["batches"]:
@@ -169,25 +154,13 @@ def main() -> None:
         "cutoff": SIZE["cutoff"],
         "lmax": SIZE["lmax"],
         "n_interactions": SIZE["n_interactions"],
-        "hidden_irreps": f"{SIZE['channels']}x0e+{SIZE['channels']}x1o",
-        "avg": SIZE["avg"],
+        "channels": SIZE["channels"],
+        "avg_num_neighbors": SIZE["avg"],
         "frames": str(work / "frames.extxyz"),
         "batches": batches,
         "steps": args.steps,
     }
-    script = work / "mace_train.py"
-    script.write_text(MACE_SCRIPT)
-    env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [str(args.mace_python), str(script), json.dumps(cfg)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"MACE run failed:\n{proc.stderr[-3000:]}")
-    mace = json.loads(proc.stdout.strip().splitlines()[-1])
+    mace = run_in_mace_venv(args.mace_python, work / "mace_train.py", MACE_TRAIN, cfg)
     result = {
         "command": " ".join(sys.argv),
         "batch": args.batch,

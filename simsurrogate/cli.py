@@ -113,6 +113,12 @@ def _generate_navier_stokes(args: argparse.Namespace) -> dict:
     )
 
 
+def _split_options(args: argparse.Namespace) -> dict:
+    """Options of the resumable multi-process generators: split sizes, seed, workers."""
+    names = ("n_train", "n_valid", "n_test", "seed", "workers", "overwrite")
+    return {name: getattr(args, name) for name in names}
+
+
 def _generate_cylinder_flow(args: argparse.Namespace) -> dict:
     from simsurrogate.sims.cylinder_dataset import CylinderFlowConfig, generate_cylinder_flow
 
@@ -123,16 +129,7 @@ def _generate_cylinder_flow(args: argparse.Namespace) -> dict:
         warmup=args.warmup,
         **{name: value for name, value in sizes.items() if value is not None},
     )
-    return generate_cylinder_flow(
-        args.out,
-        n_train=args.n_train,
-        n_valid=args.n_valid,
-        n_test=args.n_test,
-        seed=args.seed,
-        config=config,
-        workers=args.workers,
-        overwrite=args.overwrite,
-    )
+    return generate_cylinder_flow(args.out, config=config, **_split_options(args))
 
 
 def _comma_list(text: str) -> tuple[str, ...]:
@@ -152,16 +149,7 @@ def _generate_emt_metals(args: argparse.Namespace) -> dict:
         strain=args.strain,
         md_steps=args.md_steps,
     )
-    return generate_emt_metals(
-        args.out,
-        n_train=args.n_train,
-        n_valid=args.n_valid,
-        n_test=args.n_test,
-        seed=args.seed,
-        config=config,
-        workers=args.workers,
-        overwrite=args.overwrite,
-    )
+    return generate_emt_metals(args.out, config=config, **_split_options(args))
 
 
 def _generate_xtb_molecules(args: argparse.Namespace) -> dict:
@@ -179,16 +167,7 @@ def _generate_xtb_molecules(args: argparse.Namespace) -> dict:
         interval=args.interval,
         snapshots=args.snapshots,
     )
-    return generate_xtb_molecules(
-        args.out,
-        n_train=args.n_train,
-        n_valid=args.n_valid,
-        n_test=args.n_test,
-        seed=args.seed,
-        config=config,
-        workers=args.workers,
-        overwrite=args.overwrite,
-    )
+    return generate_xtb_molecules(args.out, config=config, **_split_options(args))
 
 
 def _export(args: argparse.Namespace) -> int:
