@@ -137,9 +137,91 @@ def mesh_dynamics_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, P
             for _ in range(count):
                 fields = smoothing_trajectory(pos, cells, node_type, 20, seed)
                 w.add_trajectory(
-                    mesh_pos=pos, cells=cells, node_type=node_type, fields=fields,
+                    mesh_pos=pos,
+                    cells=cells,
+                    node_type=node_type,
+                    fields=fields,
                     time=np.arange(20) * 0.01,
                 )
                 seed += 1
         out[split] = root / f"{split}.h5"
     return out
+
+
+# ---------------------------------------------------------------------- grid operators (NS)
+
+ROOT = Path(__file__).resolve().parents[1]
+#: snapshots a tiny Navier–Stokes operator sees
+NS_HISTORY = 3
+
+
+@pytest.fixture(scope="session")
+def tiny_ns(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny Navier–Stokes set: 16², 9 snapshots (t = 0..8), 6 train / 2 test trajectories."""
+    from simsurrogate.sims.navier_stokes import NavierStokesConfig, generate_navier_stokes
+
+    config = NavierStokesConfig(
+        t_final=8.0, dt=0.05, resolution=16, stored_resolution=16, scheme="heun"
+    )
+    return generate_navier_stokes(
+        tmp_path_factory.mktemp("ns"), n_train=6, n_test=2, config=config, progress=False
+    )
+
+
+def tiny_fno(**kw):
+    """An FNO from NS_HISTORY snapshots to one, small enough for tests."""
+    from simsurrogate.models import FNO
+
+    torch.manual_seed(0)
+    args = {"modes": [4, 4], "width": 8, "n_layers": 2, "lifting_channels": 8}
+    return FNO(NS_HISTORY, 1, **{**args, "projection_channels": 8, **kw})
+
+
+def fit_ns_recipe(tiny_ns: dict[str, Path], recipe: str, out: Path, *overrides: str) -> Path:
+    """Two epochs of an NS recipe on the tiny set, shrunk to the tiny grid; the checkpoint."""
+    from simsurrogate.cli import main
+
+    main(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "recipes" / "operators" / recipe),
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.logger",
+            "false",
+            "--trainer.default_root_dir",
+            str(out),
+            "--trainer.callbacks",
+            "[]",
+            "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+            "--trainer.callbacks.dirpath",
+            str(out / "ckpt"),
+            "--trainer.callbacks.filename",
+            "last",
+            "--model.init_args.model.init_args.in_channels",
+            str(NS_HISTORY),
+            "--model.init_args.model.init_args.width",
+            "6",
+            "--model.init_args.model.init_args.lifting_channels",
+            "8",
+            "--model.init_args.model.init_args.projection_channels",
+            "8",
+            "--data.init_args.train",
+            str(tiny_ns["train"]),
+            "--data.init_args.test",
+            str(tiny_ns["test"]),
+            "--data.init_args.history",
+            str(NS_HISTORY),
+            "--data.init_args.horizon",
+            "4",
+            "--data.init_args.batch_size",
+            "2",
+            "--data.init_args.val_fraction",
+            "0.34",
+            *overrides,
+        ]
+    )
+    return out / "ckpt" / "last.ckpt"

@@ -3,9 +3,12 @@
 Each item is a window of one trajectory: ``history`` consecutive input steps of the
 ``input_fields`` and, ``target_offset`` steps after the last input, ``horizon`` steps of the
 ``target_fields``. Fields are moved to channels first, components flattened, so a model sees
-x (history * C_in, *spatial) and y (horizon * C_out, *spatial). Time-constant problems such
-as Darcy flow use ``history=1, target_offset=0, horizon=1`` (coefficient -> solution);
-Burgers uses ``target_offset=1`` (u(0) -> u(1)); Navier–Stokes ``history=10``.
+x (history * C_in, *spatial) and y (horizon * C_out, *spatial), channels step-major (all
+fields' components of the first step, then of the next). Time-constant problems such as
+Darcy flow use ``history=1, target_offset=0, horizon=1`` (coefficient -> solution);
+Burgers uses ``target_offset=1`` (u(0) -> u(1)); Navier–Stokes ``history=10``, with
+``horizon=40`` and ``window_starts=[1]`` for the FNO paper's rollout window (snapshots
+t = 1..10 given, t = 11..50 predicted).
 """
 
 from __future__ import annotations
@@ -22,12 +25,27 @@ from simsurrogate.data.errors import DataError
 from simsurrogate.data.grid import WellReader
 
 
+def to_channels(fields: dict[str, np.ndarray], names: list[str], n_spatial: int) -> torch.Tensor:
+    """Fields (steps, *spatial, *components) -> float32 (steps * channels, *spatial).
+
+    Channels are step-major: the components of every field in ``names`` at the first step,
+    then at the next.
+    """
+    parts = []
+    for name in names:
+        a = fields[name]
+        parts.append(np.moveaxis(a.reshape(*a.shape[: 1 + n_spatial], -1), -1, 1))
+    stacked = np.concatenate(parts, axis=1)  # (steps, channels, *spatial)
+    return torch.from_numpy(stacked.reshape(-1, *stacked.shape[2:]).astype(np.float32))
+
+
 class WellWindows(Dataset):
     """(x, y) tensors from windows of trajectories of one or more Well files.
 
     Args:
         readers: opened files (lazy h5py handles, safe in DataLoader workers).
         trajectories: (file index, trajectory) pairs to draw windows from.
+        window_starts: first steps of the windows to use (default: every step that fits).
     """
 
     def __init__(
@@ -39,6 +57,7 @@ class WellWindows(Dataset):
         history: int = 1,
         target_offset: int = 1,
         horizon: int = 1,
+        window_starts: Sequence[int] | None = None,
     ) -> None:
         if history < 1 or horizon < 1 or target_offset < 0:
             raise ValueError(
@@ -59,19 +78,19 @@ class WellWindows(Dataset):
                     expected=f">= {self.length} steps",
                     found=n_steps,
                 )
-            self.items += [(f, traj, s) for s in range(n_steps - self.length + 1)]
+            fits = range(n_steps - self.length + 1)
+            starts = fits if window_starts is None else list(window_starts)
+            if any(s not in fits for s in starts):
+                raise DataError(
+                    "a window start leaves no room for the window",
+                    path=self.readers[f].path,
+                    expected=f"starts in 0..{len(fits) - 1} for windows of {self.length} steps",
+                    found=starts,
+                )
+            self.items += [(f, traj, s) for s in starts]
 
     def __len__(self) -> int:
         return len(self.items)
-
-    @staticmethod
-    def _channels(fields: dict[str, np.ndarray], names: list[str], n_spatial: int) -> torch.Tensor:
-        parts = []
-        for name in names:
-            a = fields[name]  # (steps, *spatial, *components)
-            a = a.reshape(*a.shape[: 1 + n_spatial], -1)
-            parts.append(np.moveaxis(a, -1, 1).reshape(-1, *a.shape[1 : 1 + n_spatial]))
-        return torch.from_numpy(np.concatenate(parts).astype(np.float32))
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         f, traj, start = self.items[i]
@@ -81,7 +100,7 @@ class WellWindows(Dataset):
         x = {k: window[k][: self.history] for k in self.input_fields}
         first = self.history - 1 + self.target_offset
         y = {k: window[k][first : first + self.horizon] for k in self.target_fields}
-        return self._channels(x, self.input_fields, d), self._channels(y, self.target_fields, d)
+        return to_channels(x, self.input_fields, d), to_channels(y, self.target_fields, d)
 
 
 class WellDataModule(L.LightningDataModule):
@@ -93,6 +112,7 @@ class WellDataModule(L.LightningDataModule):
         test: held-out test file(s).
         input_fields, target_fields: field names as stored in the files.
         history, target_offset, horizon: window shape (see the module docstring).
+        window_starts: first steps of the windows (default: every step where one fits).
         max_train_trajectories: use only the first trajectories of the training files.
     """
 
@@ -105,6 +125,7 @@ class WellDataModule(L.LightningDataModule):
         history: int = 1,
         target_offset: int = 1,
         horizon: int = 1,
+        window_starts: list[int] | None = None,
         val_fraction: float = 0.1,
         max_train_trajectories: int | None = None,
         batch_size: int = 20,
@@ -116,6 +137,7 @@ class WellDataModule(L.LightningDataModule):
         self.test_paths = [] if test is None else [test] if isinstance(test, str) else list(test)
         self.input_fields, self.target_fields = list(input_fields), list(target_fields)
         self.window = {"history": history, "target_offset": target_offset, "horizon": horizon}
+        self.window_starts = window_starts
         self.val_fraction = val_fraction
         self.max_train_trajectories = max_train_trajectories
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
@@ -140,7 +162,14 @@ class WellDataModule(L.LightningDataModule):
         return readers
 
     def _windows(self, readers: list[WellReader], trajs: list[tuple[int, int]]) -> WellWindows:
-        return WellWindows(readers, trajs, self.input_fields, self.target_fields, **self.window)
+        return WellWindows(
+            readers,
+            trajs,
+            self.input_fields,
+            self.target_fields,
+            window_starts=self.window_starts,
+            **self.window,
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate") and "train" not in self._sets:
