@@ -230,20 +230,25 @@ def _data_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _is_mesh_rollout(checkpoint: Path, data: Path) -> bool:
-    """Whether the checkpoint holds a mesh model (else: particles). A model class this
-    install does not know falls back to the data file's schema."""
+def _rollout_kind(checkpoint: Path, data: Path) -> str:
+    """Which engine rolls the checkpoint out: "grid" (a grid operator's training task),
+    "mesh" (a mesh model) or "particles". A model class this install does not know falls
+    back to the data file's schema."""
     from simsurrogate.checkpoint import KEY, read_checkpoint
     from simsurrogate.data._io import attr_text, open_h5
     from simsurrogate.data.mesh import SCHEMA
     from simsurrogate.models.base import SurrogateModel
+    from simsurrogate.rollout.grid import is_grid_operator_checkpoint
     from simsurrogate.rollout.mesh import is_mesh_model_class
 
-    name = read_checkpoint(checkpoint)[KEY].get("model", {}).get("class")
+    meta = read_checkpoint(checkpoint)[KEY]
+    if is_grid_operator_checkpoint(meta):
+        return "grid"
+    name = meta.get("model", {}).get("class")
     if isinstance(name, str) and name in SurrogateModel.registry:
-        return is_mesh_model_class(name)
+        return "mesh" if is_mesh_model_class(name) else "particles"
     with open_h5(data) as f:
-        return attr_text(f.attrs.get("schema", "")) == SCHEMA
+        return "mesh" if attr_text(f.attrs.get("schema", "")) == SCHEMA else "particles"
 
 
 def _md(args: argparse.Namespace) -> int:
@@ -280,10 +285,15 @@ def _md(args: argparse.Namespace) -> int:
 
 
 def _rollout(args: argparse.Namespace) -> int:
-    if _is_mesh_rollout(args.checkpoint, args.data):
-        from simsurrogate.rollout.mesh_report import mesh_rollout_report, summary_line
-
-        metrics = mesh_rollout_report(
+    kind = _rollout_kind(args.checkpoint, args.data)
+    if kind in ("grid", "mesh"):
+        if kind == "grid":
+            from simsurrogate.rollout.grid_report import grid_rollout_report as report
+            from simsurrogate.rollout.grid_report import grid_summary_line as summary
+        else:
+            from simsurrogate.rollout.mesh_report import mesh_rollout_report as report
+            from simsurrogate.rollout.mesh_report import summary_line as summary
+        metrics = report(
             checkpoint=args.checkpoint,
             data=args.data,
             trajectory=args.trajectory,
@@ -292,7 +302,7 @@ def _rollout(args: argparse.Namespace) -> int:
             out=args.out,
             device=args.device,
         )
-        print(summary_line(metrics, args.out))
+        print(summary(metrics, args.out))
         return 0
     from simsurrogate.rollout.report import particle_rollout_report
 
@@ -500,19 +510,27 @@ def _parser() -> argparse.ArgumentParser:
         help="roll a trained model out from a state in a data file",
         description="Roll a trained model out from a stored state and score it against the "
         "stored truth. Mesh models (MeshGraphNet) write rollout.h5, rollout.xdmf (ParaView), "
-        "metrics.json, rollout.png and rollout.gif; particle models rollout.h5, metrics.json "
-        "and rollout.png.",
+        "metrics.json, rollout.png and rollout.gif; grid operators (FNO, U-Net trained as time "
+        "steppers on Well files) rollout.nc (netCDF), metrics.json (relative L2 per step and "
+        "over the rollout), rollout.png and rollout.gif; particle models rollout.h5, "
+        "metrics.json and rollout.png.",
     )
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--data", type=Path, required=True, help="file holding the initial state")
     p.add_argument("--trajectory", type=int, default=0)
     p.add_argument(
-        "--start", type=int, default=0, help="frame (time step) of the trajectory to start from"
+        "--start",
+        type=int,
+        default=0,
+        help="frame (time step) of the trajectory to start from; for grid operators the first "
+        "of the given history snapshots",
     )
     p.add_argument("--steps", type=int, default=1, help="model steps (horizons) to advance")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument(
-        "--device", default="cpu", help="torch device for mesh models, e.g. cuda (default cpu)"
+        "--device",
+        default="cpu",
+        help="torch device for mesh and grid models, e.g. cuda (default cpu)",
     )
     p.set_defaults(func=_rollout)
 

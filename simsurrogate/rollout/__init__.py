@@ -1,6 +1,7 @@
 """Rollout engines that simulation pipelines call, independent of any DataLoader."""
 
 from simsurrogate.rollout.errors import RolloutError
+from simsurrogate.rollout.grid import GridRollout, GridRolloutResult
 from simsurrogate.rollout.mesh import (
     BoundaryFn,
     MeshRollout,
@@ -14,6 +15,8 @@ from simsurrogate.rollout.xdmf import XdmfSeries, XdmfWriter
 
 __all__ = [
     "BoundaryFn",
+    "GridRollout",
+    "GridRolloutResult",
     "MeshRollout",
     "MeshRolloutResult",
     "MeshState",

@@ -15,6 +15,7 @@ import numpy as np
 
 from simsurrogate.data.errors import DataError
 from simsurrogate.data.mesh import MeshReader
+from simsurrogate.rollout._plots import curve, panel_animation, pyplot, write_plots
 from simsurrogate.rollout.mesh import MeshRollout, MeshState
 
 __all__ = ["mesh_rollout_report", "rmse_at"]
@@ -136,14 +137,8 @@ def mesh_rollout_report(
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     plots = _Plots(result.path, data, trajectory, start, n_truth, model.velocity_field, state)
-    try:
-        if plots.ok:
-            plots.figure(steps, metrics["rmse_per_step"], out / "rollout.png")
-            plots.animation(steps, max_frames, out / "rollout.gif")
-        else:  # 3-D or line meshes: no field plots
-            _curve_only(metrics["rmse_per_step"], out / "rollout.png")
-    finally:
-        plots.close()
+    # 3-D or line meshes: no field plots, the error curve only
+    write_plots(plots, metrics["rmse_per_step"], _CURVE, steps, max_frames, out)
     return metrics
 
 
@@ -176,36 +171,8 @@ def summary_line(metrics: dict[str, Any], out: str | Path) -> str:
 # plots
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _curve(ax, rmse_per_step: dict[str, list[float]]) -> None:
-    for name, values in rmse_per_step.items():
-        if values:
-            ax.semilogy(np.arange(1, len(values) + 1), values, label=name)
-    ax.set_xlabel("model steps")
-    ax.set_ylabel("RMSE")
-    ax.grid(alpha=0.3)
-    if any(rmse_per_step.values()):
-        ax.set_title("error growth along the rollout (nodes and components averaged)")
-        ax.legend()
-    else:
-        ax.set_title("no ground truth for these steps")
-
-
-def _curve_only(rmse_per_step: dict[str, list[float]], path: Path) -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    _curve(ax, rmse_per_step)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+#: error-curve labels of the mesh report
+_CURVE = ("RMSE", "error growth along the rollout (nodes and components averaged)")
 
 
 class _Plots:
@@ -287,7 +254,7 @@ class _Plots:
 
     def figure(self, steps: int, rmse_per_step: dict[str, list[float]], path: Path) -> None:
         """Rows: prediction, truth, error at up to 4 steps; then the RMSE against step."""
-        plt = _pyplot()
+        plt = pyplot()
         last = self.n_truth if self.n_truth > 0 else steps
         ks = sorted({int(round(k)) for k in np.linspace(min(1, last), last, min(4, last + 1))})
         vmax, emax = self._limits(ks)
@@ -311,55 +278,27 @@ class _Plots:
                     ax.set_ylabel(rows[r])
                 if c == ncols - 1 and im is not None:
                     fig.colorbar(im, cax=fig.add_subplot(grid[r, ncols]))
-        _curve(fig.add_subplot(grid[3, :ncols]), rmse_per_step)
+        curve(fig.add_subplot(grid[3, :ncols]), rmse_per_step, *_CURVE)
         fig.tight_layout()
         fig.savefig(path, dpi=110)
         plt.close(fig)
 
     def animation(self, steps: int, max_frames: int, path: Path) -> None:
         """Prediction | truth | error, subsampled to at most ``max_frames`` frames (pillow)."""
-        plt = _pyplot()
-        from matplotlib import animation
-
         n_frames = max(1, min(steps + 1, max_frames))
         ks = [int(k) for k in np.unique(np.linspace(0, steps, n_frames).round())]
         vmax, emax = self._limits(ks)
         aspect = float(self.extent[1] / self.extent[0]) if self.extent[0] > 0 else 1.0
-        fig, axes = plt.subplots(1, 3, figsize=(12, max(2.0, 4 * aspect + 0.8)))
-        titles = ("prediction |u|", "ground truth |u|", "|u_pred - u_true|")
-        images, notes = [], []
-        for r, (ax, title) in enumerate(zip(axes, titles, strict=True)):
-            zeros = np.zeros(len(self.tri.x))
-            images.append(
-                self._draw(ax, zeros, emax if r == 2 else vmax, "magma" if r == 2 else "viridis")
-            )
-            notes.append(
-                ax.text(
-                    0.5,
-                    0.5,
-                    "no ground truth",
-                    ha="center",
-                    va="center",
-                    transform=ax.transAxes,
-                    visible=False,
-                )
-            )
-            ax.set_title(title, fontsize=9)
-        heading = fig.suptitle("", fontsize=10)
-        fig.tight_layout()
-
-        def draw(k: int) -> None:
-            # update the artists in place: far cheaper than drawing new ones every frame
-            for image, note, values in zip(images, notes, self._panels(k), strict=True):
-                image.set_visible(values is not None)
-                note.set_visible(values is None)
-                if values is not None:
-                    image.set_array(values)
-            heading.set_text(f"step {k} of {steps}, t = {self.time[k]:.4g} s")
-
-        writer = animation.PillowWriter(fps=10)
-        with writer.saving(fig, path, dpi=72):  # one draw per frame, one step read per frame
-            for k in ks:
-                draw(k)
-                writer.grab_frame()
-        plt.close(fig)
+        zeros = np.zeros(len(self.tri.x))
+        panel_animation(
+            path,
+            ks,
+            ("prediction |u|", "ground truth |u|", "|u_pred - u_true|"),
+            (12, max(2.0, 4 * aspect + 0.8)),
+            lambda ax, r: self._draw(
+                ax, zeros, emax if r == 2 else vmax, "magma" if r == 2 else "viridis"
+            ),
+            self._panels,  # one step read per frame
+            lambda k: f"step {k} of {steps}, t = {self.time[k]:.4g} s",
+            lambda image, values: image.set_array(values),
+        )
