@@ -100,6 +100,7 @@ def _generate_navier_stokes(args: argparse.Namespace) -> dict:
         record_every=args.record_every,
         resolution=args.resolution,
         stored_resolution=args.stored,
+        scheme=args.scheme,
     )
     return generate_navier_stokes(
         args.out,
@@ -376,6 +377,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--viscosity", type=float, default=1e-3, help="1e-3 (T=50), 1e-4, 1e-5")
     p.add_argument("--t-final", type=float, default=50.0, help="horizon; one record per unit time")
     p.add_argument("--dt", type=float, default=1e-4)
+    p.add_argument(
+        "--scheme",
+        choices=["euler", "heun"],
+        default="euler",
+        help="explicit part of the time step: euler (the paper's) or heun (second order)",
+    )
     p.add_argument("--record-every", type=float, default=1.0, help="time between stored states")
     p.add_argument("--resolution", type=int, default=256, help="solver grid points per side")
     p.add_argument("--stored", type=int, default=64, help="stored grid points per side")

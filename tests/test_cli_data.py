@@ -123,7 +123,7 @@ def test_generate_darcy_through_the_cli(tmp_path: Path) -> None:
 def test_generate_navier_stokes_through_the_cli(tmp_path: Path) -> None:
     args = ["--out", str(tmp_path), "--n-train", "1", "--n-test", "1", "--t-final", "0.02"]
     args += ["--dt", "0.01", "--record-every", "0.01", "--resolution", "16", "--stored", "8"]
-    assert main(["data", "generate", "navier-stokes", *args]) == 0
+    assert main(["data", "generate", "navier-stokes", *args, "--scheme", "heun"]) == 0
     assert main(["data", "validate", str(tmp_path / "train.hdf5")]) == 0
     bad = ["--out", str(tmp_path / "bad"), "--viscosity", "-1"]
     assert main(["data", "generate", "navier-stokes", *bad]) == 2
