@@ -23,6 +23,11 @@ explicit with the extrapolation u_ext = 2 u^n - u^(n-1). Per step:
 3. u^(n+1) = ũ - (2dt/3) ∇φ (L2 projection onto P2 with the Dirichlet values kept), which is
    eliminated from the recursion (see :class:`CylinderFlowSolver`) and formed only for output.
 
+The outflow thus gets p = 0 and ν ∂ũ/∂n = 0, a stronger condition than do-nothing;
+:class:`CoupledCylinderFlowSolver` solves without splitting and with the exact condition, and
+on the DFG 2D-2 benchmark the two agree to 2e-4 in the force coefficients (see
+``benchmarks/results/dfg_2d2_refinement.md``).
+
 The matrices of steps 1-3 are constant and factorised once (SuperLU); the convection vector is
 evaluated element by element from precomputed basis values at the quadrature points, so a step
 is a few sparse products and triangular solves. Convection is explicit, so dt must respect a CFL
