@@ -16,10 +16,16 @@ target training frames) every variant trains for the same number of optimizer st
 * ``replay``: as ``finetune``, with 20 % of each epoch's frames drawn from the pretraining
   training set (a pool of 500 picked by farthest-point sampling);
 * ``lora``: low-rank adapters (rank 8, alpha 16, lr 2e-3) on the pretrained linear layers, no
-  replay (optional, ``--variants``).
+  replay (optional, ``--variants``);
+* ``chgnet``: the CHGNet 0.3.0 foundation model bundled in the ``chgnet`` package (trained on
+  DFT data of the Materials Project, never on EMT), fine-tuned like ``finetune`` (all weights,
+  reference energies refit, the same learning rates, no replay; optional, ``--variants``).
+  Its starting checkpoint (all seven elements) is written to ``out/bench_finetune/`` by
+  ``checkpoint.save_model``. About 4 s per step on one thread, so it usually runs one seed.
 
 Each run is evaluated (EMA weights) on the target test split and on the pretraining test split
-``data/emt_metals/test.h5`` (forgetting); the pretrained checkpoint itself is the N = 0 line.
+``data/emt_metals/test.h5`` (forgetting; for CHGNet only a reference, since EMT is not its
+pretraining data); the pretrained checkpoints themselves are the N = 0 lines.
 Training goes through ``lightning.Trainer`` + ``PotentialTask`` + ``AtomsDataModule`` on one
 thread, no validation, logger or checkpoints. Finished runs are cached as JSON under
 ``out/bench_finetune/`` and skipped when run again, so runs can be split over processes
@@ -29,7 +35,12 @@ thread, no validation, logger or checkpoints. Finished runs are cached as JSON u
         --variants scratch finetune replay lora --seeds 0 1
 
 writes ``benchmarks/results/finetune_curves.json``, ``.md`` and ``.png`` from the cached runs
-of the given steps, sizes, variants and seeds (``--report-only``: only that).
+of the given steps, sizes, variants and seeds (``--report-only``: only that, skipping runs
+not in the cache; e.g. CHGNet with seed 0 only, then the report over all variants)::
+
+    OMP_NUM_THREADS=1 python benchmarks/finetune_curves.py --steps 250 --variants chgnet
+    python benchmarks/finetune_curves.py --steps 250 --report-only \
+        --variants scratch finetune replay lora chgnet --seeds 0 1
 """
 
 from __future__ import annotations
@@ -48,9 +59,10 @@ import lightning as L
 import torch
 
 import simsurrogate.models  # noqa: F401  (before checkpoint: that import order is circular)
-from simsurrogate.checkpoint import read_checkpoint
+from simsurrogate.checkpoint import read_checkpoint, save_model
 from simsurrogate.data.atoms import AtomsDataModule
 from simsurrogate.models import PaiNN
+from simsurrogate.models.potentials.external import CHGNetPotential
 from simsurrogate.tasks.finetune import FineTune
 from simsurrogate.tasks.potential import PotentialTask
 
@@ -61,6 +73,8 @@ CKPT = ROOT / "checkpoints" / "emt_painn" / "model.ckpt"
 TARGET = ROOT / "data" / "emt_hot"
 OLD_TEST = ROOT / "data" / "emt_metals" / "test.h5"
 OLD_TRAIN = ROOT / "data" / "emt_metals" / "train.h5"
+CHGNET_CKPT = CACHE / "chgnet_start.ckpt"
+ELEMENTS = [13, 28, 29, 46, 47, 78, 79]  # Al Ni Cu Pd Ag Pt Au: the pretraining set's
 BATCH = 8
 LOSS = {"energy_weight": 1.0, "force_weight": 10.0, "stress_weight": 100.0}
 FT_LR = {"embedding": 2e-4, "interactions": 2e-4, "readout": 2e-3}
@@ -69,7 +83,17 @@ VARIANTS = {
     "finetune": "fine-tune, no replay",
     "replay": "fine-tune + 20 % replay (FPS)",
     "lora": "LoRA r=8, no replay",
+    "chgnet": "CHGNet 0.3.0 fine-tuned",
 }
+# the N = 0 line of each starting checkpoint: (name in the cache, variant it evaluates as)
+BASELINES = {"pretrained": "finetune", "chgnet_pretrained": "chgnet"}
+
+
+def _chgnet_start() -> Path:
+    """The bundled CHGNet 0.3.0 restricted to the seven elements, as a starting checkpoint."""
+    if not CHGNET_CKPT.exists():
+        save_model(CHGNetPotential(ELEMENTS), CHGNET_CKPT, task="potential")
+    return CHGNET_CKPT
 
 
 def _task(variant: str) -> PotentialTask:
@@ -84,7 +108,8 @@ def _task(variant: str) -> PotentialTask:
             lr={"adapters": 2e-3},
         )  # fmt: skip
     else:
-        ft = FineTune(checkpoint=str(CKPT), trainable="all", lr=FT_LR)
+        start = _chgnet_start() if variant == "chgnet" else CKPT
+        ft = FineTune(checkpoint=str(start), trainable="all", lr=FT_LR)
     return PotentialTask(finetune=ft, **common)
 
 
@@ -212,6 +237,11 @@ def _table(summary: dict, variants: list[str], sizes: list[int], metric: str) ->
     return lines
 
 
+def _seeds_run(rows: list[dict], variant: str) -> str:
+    """The seeds a variant ran with, as text ("0, 1")."""
+    return ", ".join(str(s) for s in sorted({r["seed"] for r in rows if r["variant"] == variant}))
+
+
 def report(rows: list[dict], steps: int, sizes: list[int], seeds: list[int], command: str) -> None:
     """Write the JSON (every run and the summary over seeds), the markdown tables and the
     plot."""
@@ -239,13 +269,14 @@ def report(rows: list[dict], steps: int, sizes: list[int], seeds: list[int], com
         if len(seeds) > 1
         else f"seed {seeds[0]}"
     )
-    pre = summary[("pretrained", 0)]
-    baseline = (
-        "The pretrained model as is (N = 0, its own reference energies): force MAE "
+    baseline = " ".join(
+        f"{title} as is (N = 0, its own reference energies): force MAE "
         f"{pre['target']['force_mae']['mean']:.1f} meV/Å on the target, "
         f"{pre['old']['force_mae']['mean']:.1f} meV/Å on the pretraining test; energy MAE "
         f"{pre['target']['energy_mae_per_atom']['mean']:.1f} and "
         f"{pre['old']['energy_mae_per_atom']['mean']:.1f} meV/atom."
+        for name, title in (("pretrained", "The pretrained model"), ("chgnet_pretrained", "CHGNet"))
+        if (pre := summary.get((name, 0))) is not None
     )
     md = [
         "# Fine-tuning vs training from scratch (reduced CPU run)",
@@ -256,14 +287,23 @@ def report(rows: list[dict], steps: int, sizes: list[int], seeds: list[int], com
         f"{BATCH}, one thread per run, constant learning rate, weight EMA 0.99), i.e. epochs "
         f"{epoch_text} (replay epochs hold 25 % more frames, so slightly fewer); {seed_text}. "
         "Far shorter than a real fine-tuning or from-scratch training: read the numbers as a "
-        "comparison at equal compute, not as converged accuracy.",
+        "comparison at equal compute, not as converged accuracy. Seeds run per variant: "
+        + "; ".join(f"{VARIANTS[v]} {_seeds_run(rows, v)}" for v in variants)
+        + ".",
         "",
         f"Target: `{meta['target']}`, EMT Langevin-MD snapshots of Cu/Ag/Au at 2000–3000 K with"
         " strains up to 6 % (pretraining: up to 1500 K and 3 %), 100 test frames; the first N "
         "of its 500 training frames train. Old data: the pretraining test split "
         f"`{meta['old_test']}` (200 frames, all seven elements): forgetting. The from-scratch "
         "model never sees Al, Ni, Pd or Pt, so its old-data error is a reference, not "
-        "forgetting. Pretrained checkpoint: `checkpoints/emt_painn/model.ckpt`.",
+        "forgetting. Pretrained checkpoint: `checkpoints/emt_painn/model.ckpt`."
+        + (
+            " CHGNet 0.3.0 was pretrained on DFT (Materials Project), not EMT: its old-data "
+            "column measures its distance from EMT on elements the target lacks (their "
+            "reference energies are not refit), not forgetting."
+            if "chgnet" in variants
+            else ""
+        ),
         "",
         baseline,
         "",
@@ -290,7 +330,6 @@ def _plot(summary: dict, variants: list[str], steps: int) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    pre = summary.get(("pretrained", 0))
     for ax, split, title in (
         (axes[0], "target", "target test (hot, strained Cu/Ag/Au MD)"),
         (axes[1], "old", "pretraining test (forgetting)"),
@@ -301,9 +340,13 @@ def _plot(summary: dict, variants: list[str], steps: int) -> None:
             mean = [x["mean"] for x in m]
             err = [[x["mean"] - x["min"] for x in m], [x["max"] - x["mean"] for x in m]]
             ax.errorbar(ns, mean, yerr=err, fmt="o-", capsize=3, label=VARIANTS[v])
-        if pre is not None:
-            level = pre[split]["force_mae"]["mean"]
-            ax.axhline(level, color="gray", ls="--", label="pretrained, as is")
+        for name, style, label in (
+            ("pretrained", "--", "pretrained, as is"),
+            ("chgnet_pretrained", ":", "CHGNet, as is"),
+        ):
+            if (name, 0) in summary:
+                level = summary[(name, 0)][split]["force_mae"]["mean"]
+                ax.axhline(level, color="gray", ls=style, label=label)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xticks(ns, [str(n) for n in ns])
@@ -334,19 +377,20 @@ def main(argv: list[str] | None = None) -> None:
     CACHE.mkdir(parents=True, exist_ok=True)
     if not (TARGET / "train.h5").exists():
         sys.exit(f"{TARGET}/train.h5 missing: generate it first (see this script's docstring)")
-    jobs = [("pretrained", 0, 0, 0)]  # no training: one seed is enough
+    baselines = ["pretrained"] + (["chgnet_pretrained"] if "chgnet" in args.variants else [])
+    jobs = [(b, 0, 0, 0) for b in baselines]  # no training: one seed is enough
     jobs += [(v, n, args.steps, s) for s in args.seeds for n in args.sizes for v in args.variants]
     for variant, n, steps, seed in [] if args.report_only else jobs:
         path = _cache(variant, n, steps, seed)
         if path.exists():
             continue
-        result = run("finetune" if variant == "pretrained" else variant, n, steps, seed)
+        result = run(BASELINES.get(variant, variant), n, steps, seed)
         result["variant"] = variant
         path.write_text(json.dumps(result, indent=1) + "\n")
         print(f"{variant:10s} N={n:4d} seed {seed}: target {result['target']['force_mae']:.1f} "
               f"meV/Å, old {result['old']['force_mae']:.1f} meV/Å, "
               f"{result['train_seconds']:.0f} s", flush=True)  # fmt: skip
-    rows = [json.loads(_cache("pretrained", 0, 0, 0).read_text())]
+    rows = [json.loads(p.read_text()) for b in baselines if (p := _cache(b, 0, 0, 0)).exists()]
     for variant in [v for v in VARIANTS if v in args.variants]:
         for n in args.sizes:
             for seed in args.seeds:
