@@ -14,6 +14,9 @@
    out/venvs/mace/bin/pip install -c constraints.txt mace-torch``).
 
     python benchmarks/md_throughput.py --checkpoint checkpoints/emt_painn/model.ckpt
+    python benchmarks/md_throughput.py --checkpoint checkpoints/emt_painn/model.ckpt --device cuda
+
+(on a GPU machine the MACE venv needs a CUDA build of torch 2.13.0 for its part to run there.)
 
 writes ``benchmarks/results/md_throughput.json`` and ``.md``.
 """
@@ -65,9 +68,12 @@ def run_engine(
     steps: int,
     dt: float,
     max_atoms_per_call: int | None = None,
+    device: str = "cpu",
 ) -> dict:
     """NVE in one batch; returns throughput and the neighbour-list rebuild count."""
-    engine = MDEngine(model, ensemble="nve", timestep=dt, max_atoms_per_call=max_atoms_per_call)
+    engine = MDEngine(
+        model, ensemble="nve", timestep=dt, max_atoms_per_call=max_atoms_per_call, device=device
+    )
     engine.run(systems, steps=2)  # warm-up (allocations, first neighbour search)
     result = engine.run(systems, steps=steps)
     return {
@@ -77,9 +83,11 @@ def run_engine(
     }
 
 
-def run_ase(model: torch.nn.Module, systems: list[Atoms], steps: int, dt: float) -> dict:
+def run_ase(
+    model: torch.nn.Module, systems: list[Atoms], steps: int, dt: float, device: str = "cpu"
+) -> dict:
     """ASE VelocityVerlet, one system after the other, our calculator."""
-    calc = SimsurrogateCalculator(model)
+    calc = SimsurrogateCalculator(model, device=device)
     warm = systems[0].copy()
     warm.calc = calc
     VelocityVerlet(warm, timestep=dt * units.fs).run(2)
@@ -108,7 +116,9 @@ MACE_MD = textwrap.dedent(
     model = build_mace(cfg)
     n_params = sum(p.numel() for p in model.parameters())
     torch.save(model, cfg["model_path"])
-    calc = MACECalculator(model_paths=cfg["model_path"], device="cpu", default_dtype="float32")
+    calc = MACECalculator(
+        model_paths=cfg["model_path"], device=cfg["device"], default_dtype="float32"
+    )
     atoms = read(cfg["structure"])
     atoms.calc = calc
     dyn = VelocityVerlet(atoms, timestep=cfg["dt"] * units.fs)
@@ -132,6 +142,7 @@ def main() -> None:
     )
     parser.add_argument("--dt", type=float, default=2.0, help="fs")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="torch device of every model (cpu, cuda)")
     parser.add_argument("--large-repeat", type=int, default=6, help="fcc cubic cell repeat")
     parser.add_argument("--large-steps", type=int, default=50)
     parser.add_argument("--mace-python", type=Path, default=Path("out/venvs/mace/bin/python"))
@@ -141,9 +152,11 @@ def main() -> None:
     systems = small_systems(args.systems)
     n_atoms = sum(len(a) for a in systems)
     print(f"part 1: {len(systems)} systems, {n_atoms} atoms, {args.steps} NVE steps")
-    ours = run_engine(model, systems, args.steps, args.dt)
-    chunked = run_engine(model, systems, args.steps, args.dt, args.max_atoms_per_call)
-    ase_loop = run_ase(model, systems, args.steps, args.dt)
+    ours = run_engine(model, systems, args.steps, args.dt, device=args.device)
+    chunked = run_engine(
+        model, systems, args.steps, args.dt, args.max_atoms_per_call, device=args.device
+    )
+    ase_loop = run_ase(model, systems, args.steps, args.dt, args.device)
     part1 = {
         "model": type(model).__name__,
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -176,7 +189,7 @@ def main() -> None:
         n_interactions=size["n_interactions"],
         avg_num_neighbors=size["avg"],
     ).eval()
-    ours_large = run_engine(ours_model, [large], args.large_steps, args.dt)
+    ours_large = run_engine(ours_model, [large], args.large_steps, args.dt, device=args.device)
     part2: dict = {
         "atoms": len(large),
         "steps": args.large_steps,
@@ -189,6 +202,7 @@ def main() -> None:
     if args.mace_python.exists():
         cfg = {
             "threads": args.threads,
+            "device": args.device,
             "numbers": EMT_NUMBERS,
             "cutoff": size["cutoff"],
             "lmax": size["lmax"],
@@ -214,6 +228,7 @@ def main() -> None:
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "threads": args.threads,
+            "device": args.device,
             "torch": torch.__version__,
         },
         "command": " ".join(sys.argv),
@@ -224,7 +239,7 @@ def main() -> None:
     (RESULTS / "md_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
     p1, p2 = part1, part2
     lines = [
-        "# MD throughput (atom-steps per second, CPU)",
+        f"# MD throughput (atom-steps per second, {args.device})",
         "",
         f"`{result['command']}` ({args.threads} thread(s), torch {torch.__version__})",
         "",
