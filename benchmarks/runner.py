@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -18,8 +19,11 @@ def launch_recipe(
 
     ``settings`` is written to ``out/override.yaml`` as a second recipe layer (output paths,
     epochs); ``extra`` are further CLI flags. Returns None when ``out`` already holds a finished
-    run with the same settings, so an interrupted benchmark resumes where it stopped. The test
-    run logs only its metrics JSON (``out/test_metrics.json``), keeping the fit's CSV log intact.
+    run with the same settings, so an interrupted benchmark resumes where it stopped; otherwise
+    the fit starts afresh, after removing ``out/checkpoints`` (Lightning would save next to an
+    earlier run's ``best.ckpt`` as ``best-v1.ckpt`` and the test would score the old one). The
+    test run logs only its metrics JSON (``out/test_metrics.json``), keeping the fit's CSV log
+    intact.
     """
     out.mkdir(parents=True, exist_ok=True)
     layer = out / "override.yaml"
@@ -28,6 +32,7 @@ def launch_recipe(
     if done.exists() and layer.exists() and layer.read_text() == text:
         return None
     done.unlink(missing_ok=True)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
     layer.write_text(text)
     sims = [sys.executable, "-m", "simsurrogate.cli"]
     common = ["--config", str(recipe), "--config", str(layer), *extra]
