@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -37,6 +40,21 @@ from simsurrogate.models.base import build_model
 from simsurrogate.models.potentials import Potential, UnknownElementError
 
 Factory = Callable[[Sequence[int]], Potential]
+
+
+def quiet_trainer(root: Path, **kw: Any) -> L.Trainer:
+    """A CPU trainer for potential tests: no logger, progress bar or summary, and grad mode
+    in evaluation (forces need autograd); ``kw`` sets the rest (max_epochs, max_steps, ...)."""
+    return L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        inference_mode=False,
+        default_root_dir=root,
+        **kw,
+    )
+
 
 # H, C, N, O (the molecule) and Cu, Au (the metals)
 ELEMENTS = (1, 6, 7, 8, 29, 79)

@@ -43,6 +43,7 @@ from potential_checks import (
     copper_cell,
     evaluate,
     graph_of,
+    quiet_trainer,
     small_molecule,
 )
 from torch.optim.swa_utils import AveragedModel
@@ -260,16 +261,7 @@ def _emt_frames(n: int, seed: int) -> list[Atoms]:
 
 
 def _trainer(root: Path, epochs: int) -> L.Trainer:
-    return L.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        inference_mode=False,
-        default_root_dir=root,
-    )
+    return quiet_trainer(root, max_epochs=epochs, enable_checkpointing=False)
 
 
 @needs_sevenn

@@ -15,6 +15,7 @@ import pytest
 import torch
 from ase.build import bulk
 from ase.calculators.emt import EMT
+from potential_checks import quiet_trainer
 
 from simsurrogate import checkpoint
 from simsurrogate.checkpoint import KEY, CheckpointError, make_metadata
@@ -90,18 +91,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
 
 
 def _trainer(root: Path, steps: int, **kw) -> L.Trainer:
-    return L.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=kw.pop("enable_checkpointing", False),
-        inference_mode=False,
-        num_sanity_val_steps=0,
-        default_root_dir=root,
-        **kw,
-    )
+    kw.setdefault("enable_checkpointing", False)
+    return quiet_trainer(root, max_steps=steps, num_sanity_val_steps=0, **kw)
 
 
 def _fit(task: PotentialTask, dm: AtomsDataModule, root: Path, steps: int = 3, **kw):

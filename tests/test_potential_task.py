@@ -12,6 +12,7 @@ import pytest
 import torch
 from ase.build import bulk
 from ase.calculators.lj import LennardJones as AseLennardJones
+from potential_checks import quiet_trainer
 
 from simsurrogate import checkpoint
 from simsurrogate.data.atoms import AtomsDataModule, AtomsDataset
@@ -56,16 +57,7 @@ def argon(tmp_path_factory) -> dict[str, Path]:
 
 
 def _trainer(root: Path, epochs: int, **kw) -> L.Trainer:
-    return L.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        inference_mode=False,
-        default_root_dir=root,
-        **kw,
-    )
+    return quiet_trainer(root, max_epochs=epochs, **kw)
 
 
 def test_training_recovers_lennard_jones_parameters(argon, tmp_path):

@@ -7,9 +7,33 @@ import copy
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
+import torch
 from torch import nn
 
 M = TypeVar("M", bound=nn.Module)
+
+
+def exact_wigner_3j(module: nn.Module) -> None:
+    """Recompute e3nn's Wigner 3j buffers (``_w3j_<l1>_<l2>_<l3>`` in the tensor products'
+    generated code) below ``module`` in float64 and round them once to the buffer's dtype.
+
+    A float32 model cast with ``.double()``, a float64 model loading float32 weights, or
+    weights shipped float32-rounded (SevenNet) would otherwise keep float32-rounded
+    coefficients, and equivariance would stop at ~1e-7 to 1e-9 instead of float64 round-off.
+    """
+    from e3nn import o3
+
+    for sub in module.modules():
+        for name, buffer in sub._buffers.items():
+            if name.startswith("_w3j_") and buffer is not None:
+                l1, l2, l3 = (int(v) for v in name.removeprefix("_w3j_").split("_"))
+                exact = o3.wigner_3j(l1, l2, l3, dtype=torch.float64, device=buffer.device)
+                sub._buffers[name] = exact.to(buffer.dtype)
+
+
+def exact_wigner_3j_after_load(module: nn.Module, incompatible_keys: object) -> None:
+    """``load_state_dict`` post-hook: loaded Wigner 3j buffers may be float32-rounded."""
+    exact_wigner_3j(module)
 
 
 @contextlib.contextmanager

@@ -32,7 +32,11 @@ from e3nn.nn import FullyConnectedNet, Gate
 from torch import Tensor, nn
 
 from simsurrogate.graph import Graph
-from simsurrogate.models.potentials._e3nn import deepcopy_keeping_fx_graphs
+from simsurrogate.models.potentials._e3nn import (
+    deepcopy_keeping_fx_graphs,
+    exact_wigner_3j,
+    exact_wigner_3j_after_load,
+)
 from simsurrogate.models.potentials.base import BesselBasis, PolynomialEnvelope, Potential
 
 __all__ = ["NequIP", "NequIPInteraction", "hidden_irreps"]
@@ -43,11 +47,6 @@ def hidden_irreps(channels: int, lmax: int, parity: bool) -> o3.Irreps:
     (O(3) model), else only ``p = +1`` (an SO(3) model whose vectors ignore inversion)."""
     parities = (1, -1) if parity else (1,)
     return o3.Irreps([(channels, (ell, p)) for ell in range(lmax + 1) for p in parities]).sort()[0]
-
-
-def _exact_wigner_3j_after_load(module: NequIPInteraction, incompatible_keys: object) -> None:
-    """``load_state_dict`` post-hook: loaded Wigner 3j buffers may be float32-rounded."""
-    module._exact_wigner_3j()
 
 
 class NequIPInteraction(nn.Module):
@@ -122,27 +121,12 @@ class NequIPInteraction(nn.Module):
             self.irreps_in, o3.Irreps(f"{num_elements}x0e"), self.gate.irreps_in
         )
         self.irreps_out = self.gate.irreps_out
-        self._exact_wigner_3j()
-        self.register_load_state_dict_post_hook(_exact_wigner_3j_after_load)
-
-    def _exact_wigner_3j(self) -> None:
-        """Recompute e3nn's Wigner 3j buffers (``_w3j_<l1>_<l2>_<l3>`` in the tensor
-        products' generated code) in float64 and round them once to the buffer's dtype.
-
-        A float32 model cast with ``.double()``, or a float64 model loading float32 weights,
-        would otherwise keep the float32-rounded coefficients, and its equivariance would stop
-        at ~1e-9 instead of float64 round-off.
-        """
-        for module in self.modules():
-            for name, buffer in module._buffers.items():
-                if name.startswith("_w3j_") and buffer is not None:
-                    l1, l2, l3 = (int(v) for v in name.removeprefix("_w3j_").split("_"))
-                    exact = o3.wigner_3j(l1, l2, l3, dtype=torch.float64, device=buffer.device)
-                    module._buffers[name] = exact.to(buffer.dtype)
+        exact_wigner_3j(self)
+        self.register_load_state_dict_post_hook(exact_wigner_3j_after_load)
 
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> NequIPInteraction:
         super()._apply(fn, recurse)
-        self._exact_wigner_3j()
+        exact_wigner_3j(self)
         return self
 
     def forward(

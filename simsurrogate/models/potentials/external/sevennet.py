@@ -45,6 +45,8 @@ from simsurrogate.graph import Graph
 from simsurrogate.models.potentials._e3nn import (
     copy_fx_graphs_as_graphs,
     deepcopy_keeping_fx_graphs,
+    exact_wigner_3j,
+    exact_wigner_3j_after_load,
 )
 from simsurrogate.models.potentials.base import (
     Potential,
@@ -98,25 +100,6 @@ def _bundled_network(model_name: str) -> nn.Module:
     """SevenNet's network as its package builds it (float32, eval mode), built once per
     process (~1 s of e3nn code generation) and only ever copied."""
     return _load_sevennet(model_name).build_model().eval()
-
-
-def _exact_wigner_3j(module: nn.Module) -> None:
-    """Recompute e3nn's Wigner 3j buffers (``_w3j_<l1>_<l2>_<l3>``) in float64 and round once
-    to the buffer's dtype: SevenNet ships them float32-rounded, which in a float64 copy would
-    limit rotation equivariance to ~1e-7 instead of float64 round-off."""
-    from e3nn import o3
-
-    for sub in module.modules():
-        for name, buffer in sub._buffers.items():
-            if name.startswith("_w3j_") and buffer is not None:
-                l1, l2, l3 = (int(v) for v in name.removeprefix("_w3j_").split("_"))
-                exact = o3.wigner_3j(l1, l2, l3, dtype=torch.float64, device=buffer.device)
-                sub._buffers[name] = exact.to(buffer.dtype)
-
-
-def _exact_wigner_3j_after_load(module: nn.Module, incompatible_keys: object) -> None:
-    """``load_state_dict`` post-hook: loaded Wigner 3j buffers may be float32-rounded."""
-    _exact_wigner_3j(module)
 
 
 def _freeze_as_buffers(module: nn.Module) -> None:
@@ -254,13 +237,13 @@ class SevenNetPotential(Potential):
             rescale.shift.detach()[rows],
         )
         _freeze_as_buffers(self)
-        _exact_wigner_3j(self)
-        self.register_load_state_dict_post_hook(_exact_wigner_3j_after_load)
+        exact_wigner_3j(self)
+        self.register_load_state_dict_post_hook(exact_wigner_3j_after_load)
         self.train()
 
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> SevenNetPotential:
         super()._apply(fn, recurse)
-        _exact_wigner_3j(self)
+        exact_wigner_3j(self)
         return self
 
     def __deepcopy__(self, memo: dict[int, Any]) -> SevenNetPotential:
