@@ -15,6 +15,7 @@ from conftest import fit_ns_recipe, tiny_fno
 from simsurrogate.checkpoint import KEY, make_metadata
 from simsurrogate.cli import main
 from simsurrogate.data.grid import WellReader
+from simsurrogate.models import FNO
 from simsurrogate.models.operators.stepping import unroll
 from simsurrogate.rollout import GridRollout, RolloutError
 
@@ -67,6 +68,94 @@ def test_initial_state_must_hold_the_history() -> None:
         engine.run({"vorticity": np.zeros((HISTORY + 1, 16, 16))}, 2)
     with pytest.raises(RolloutError, match="lacks fields"):
         engine.run({"pressure": np.zeros((HISTORY, 16, 16))}, 2)
+
+
+def _flow(n: int = 16, seed: int = 0) -> dict[str, np.ndarray]:
+    """A state of a vector field (2 components) and a scalar field."""
+    rng = np.random.default_rng(seed)
+    return {
+        "velocity": rng.standard_normal((HISTORY, n, n, 2)).astype(np.float32),
+        "pressure": rng.standard_normal((HISTORY, n, n)).astype(np.float32),
+    }
+
+
+def _flow_engine() -> GridRollout:
+    """An FNO stepping (velocity, pressure): 3 channels per snapshot."""
+    torch.manual_seed(0)
+    model = FNO(
+        3 * HISTORY, 3, [4, 4], width=8, n_layers=2, lifting_channels=8, projection_channels=8
+    )
+    return GridRollout(model, ["velocity", "pressure"], HISTORY, "autoregressive")
+
+
+def test_a_batch_predicts_what_single_runs_do() -> None:
+    engine = _flow_engine()
+    states = [_flow(seed=i) for i in range(3)]
+    batch = engine.run(states, 5)
+    for i, state in enumerate(states):
+        single = engine.run(state, 5)
+        for name in engine.fields:
+            np.testing.assert_allclose(
+                batch.fields[name][i], single.fields[name], rtol=1e-5, atol=1e-6
+            )
+            np.testing.assert_allclose(
+                batch.final[name][i], single.final[name], rtol=1e-5, atol=1e-6
+            )
+    assert batch.fields["velocity"].shape == (3, 5, 16, 16, 2)
+    assert batch.final["pressure"].shape == (3, HISTORY, 16, 16)
+    assert batch.steps == 5
+
+
+def test_a_streamed_batch_reads_back_through_xarray(tmp_path: Path) -> None:
+    engine = _flow_engine()
+    states = [_flow(seed=i) for i in range(3)]
+    result = engine.run(states, 4, out=tmp_path / "b.nc", t0=1.0, dt=0.25)
+    in_memory = engine.run(states, 4)
+    assert result.fields is None and result.final["velocity"].shape == (3, HISTORY, 16, 16, 2)
+    with xr.open_dataset(result.path, engine="h5netcdf") as ds:
+        assert ds["velocity"].dims == ("trajectory", "time", "x", "y", "velocity_0")
+        assert ds["pressure"].dims == ("trajectory", "time", "x", "y")
+        assert ds["trajectory"].values.tolist() == [0, 1, 2]
+        assert ds["step"].values.tolist() == [1, 2, 3, 4]
+        np.testing.assert_allclose(ds["time"].values, 1.0 + 0.25 * np.arange(1, 5))
+        # one chunk per snapshot of one trajectory: memory stays flat
+        assert ds["velocity"].encoding["chunksizes"] == (1, 1, 16, 16, 2)
+        for name in engine.fields:
+            np.testing.assert_array_equal(ds[name].values, in_memory.fields[name])
+        np.testing.assert_array_equal(result.final["velocity"], ds["velocity"].values[:, -HISTORY:])
+
+
+def test_non_finite_prediction_in_a_batch_names_the_trajectory(tmp_path: Path) -> None:
+    engine = GridRollout(_BlowUp(), ["vorticity"], HISTORY, "autoregressive")
+    ones, zeros = np.ones((HISTORY, 8, 8), np.float32), np.zeros((HISTORY, 8, 8), np.float32)
+    match = r"non-finite 'vorticity' at step 2 .*in trajectory 1 \(also in trajectories \[2\]\)"
+    with pytest.raises(RolloutError, match=match) as info:
+        engine.run(
+            [{"vorticity": zeros}, {"vorticity": ones}, {"vorticity": ones}],
+            5,
+            out=tmp_path / "b.nc",
+        )
+    assert (info.value.step, info.value.trajectory, info.value.field) == (2, 1, "vorticity")
+    with xr.open_dataset(tmp_path / "b.nc", engine="h5netcdf") as ds:
+        assert ds.sizes["time"] == 1 and ds.sizes["trajectory"] == 3
+        first = ds["vorticity"].values[:, 0].max(axis=(1, 2))
+        np.testing.assert_array_equal(first, np.float32([0.0, 1e30, 1e30]))
+
+
+def test_a_batch_must_be_states_of_the_same_fields_and_shapes() -> None:
+    engine = GridRollout(tiny_fno(), ["vorticity"], HISTORY, "autoregressive")
+    with pytest.raises(RolloutError, match="batch is empty"):
+        engine.run([], 2)
+    with pytest.raises(RolloutError, match="differ in shape: trajectory 0 .* trajectory 1"):
+        engine.run([_initial(16), _initial(8)], 2)
+    with pytest.raises(RolloutError, match="different fields"):
+        engine.run([_initial(), {**_initial(), "pressure": np.zeros((HISTORY, 16, 16))}], 2)
+    with pytest.raises(RolloutError, match="trajectory 0 lacks fields"):
+        engine.run([{"pressure": np.zeros((HISTORY, 16, 16))}] * 2, 2)
+    bad = _initial()
+    bad["vorticity"][0, 0, 0] = np.nan
+    with pytest.raises(RolloutError, match="'vorticity' in the initial state of trajectory 1"):
+        engine.run([_initial(), bad], 2)
 
 
 def test_rollout_cli_dispatches_grid_checkpoints_and_scores(
