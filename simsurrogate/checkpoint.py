@@ -68,7 +68,8 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Surrogat
     """Rebuild the trained model from a checkpoint alone, in eval mode.
 
     The model's normalizer statistics, if any, are buffers in its state dict and come back
-    with the weights.
+    with the weights. A model whose parameters were saved in another floating dtype (e.g.
+    trained or exported in float64) comes back in that dtype, not rounded to float32.
     """
     from simsurrogate import __version__
 
@@ -87,6 +88,13 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Surrogat
     state = {
         k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")
     }
+    saved = {
+        state[k].dtype
+        for k, p in model.named_parameters()
+        if k in state and p.is_floating_point() and state[k].is_floating_point()
+    }
+    if len(saved) == 1 and (dtype := saved.pop()) != next(model.parameters()).dtype:
+        model = model.to(dtype)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(

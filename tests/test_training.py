@@ -182,3 +182,18 @@ def test_export_cli_records_provenance_and_training_step(
     assert provenance["step"] == read_checkpoint(trained)["global_step"] > 0
     assert main(["export", str(trained), str(dest), "--provenance", "no-equals"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_float64_weights_load_as_float64(tmp_path: Path) -> None:
+    """A model saved in float64 comes back in float64 with the same outputs, not rounded."""
+    from simsurrogate.checkpoint import save_model
+
+    torch.manual_seed(0)
+    model = EGNN(hidden=8, n_layers=1).double()
+    path = save_model(model, tmp_path / "f64.ckpt", task="ParticleDynamicsTask")
+    loaded = simsurrogate.load(path)
+    assert {p.dtype for p in loaded.parameters()} == {torch.float64}
+    for (name, x), y in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
+    f32 = save_model(EGNN(hidden=8, n_layers=1), tmp_path / "f32.ckpt", "ParticleDynamicsTask")
+    assert {p.dtype for p in simsurrogate.load(f32).parameters()} == {torch.float32}
