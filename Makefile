@@ -21,6 +21,7 @@ setup: $(STAMP)
 
 lint: setup
 	$(BIN)/ruff check simsurrogate tests benchmarks
+	$(BIN)/ruff format --check simsurrogate tests benchmarks
 
 test: setup lint
 	$(BIN)/python -m pytest -q

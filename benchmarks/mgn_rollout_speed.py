@@ -61,9 +61,7 @@ def main() -> None:
     )
     # the file stores float32 positions; the solver needs the float64 mesh, which gmsh
     # rebuilds identically from the generator's sizes
-    points, cells = make_mesh(
-        geom, float(file_attrs["h_max"]), float(file_attrs["h_obstacle"])
-    )
+    points, cells = make_mesh(geom, float(file_attrs["h_max"]), float(file_attrs["h_obstacle"]))
     if points.shape != static["mesh_pos"].shape or not np.allclose(
         points, static["mesh_pos"], atol=1e-6
     ):
@@ -71,7 +69,11 @@ def main() -> None:
     substeps = cfl_substeps(points, cells, geom, float(attrs["u_mean"]), dt)
     start = time.perf_counter()
     solver = CylinderFlowSolver(
-        points, cells, geom, nu=float(attrs["nu"]), u_mean=float(attrs["u_mean"]),
+        points,
+        cells,
+        geom,
+        nu=float(attrs["nu"]),
+        u_mean=float(attrs["u_mean"]),
         dt=dt / substeps,
     )
     setup_s = time.perf_counter() - start

@@ -92,8 +92,13 @@ def _worker(args: argparse.Namespace) -> None:
                     raise AttributeError(name)
                 return type(name, (), {})
 
-        for name in ("timm", "timm.layers", "timm.layers.attention", "timm.models",
-                     "timm.models.swin_transformer"):
+        for name in (
+            "timm",
+            "timm.layers",
+            "timm.layers.attention",
+            "timm.models",
+            "timm.models.swin_transformer",
+        ):
             sys.modules[name] = _Stub(name)
         from physicsnemo.models.meshgraphnet import MeshGraphNet
         from torch_geometric.data import Data
@@ -157,8 +162,18 @@ def _build_anchor(venv: Path) -> None:
         pip + ["torch==2.13.0"],
         pip + constraint + ["nvidia-physicsnemo==2.2.2", "torch_geometric"],
         [str(venv / "bin" / "python"), "-m", "pip", "uninstall", "-y", "-q", "torchvision"],
-        [str(venv / "bin" / "python"), "-m", "pip", "wheel", "-q", "--no-build-isolation",
-         "--no-deps", "-w", str(wheels), "torch-scatter"],
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-build-isolation",
+            "--no-deps",
+            "-w",
+            str(wheels),
+            "torch-scatter",
+        ],
     ]
     for cmd in steps:
         subprocess.run(cmd, check=True)
@@ -167,9 +182,20 @@ def _build_anchor(venv: Path) -> None:
 
 def _run(python: str, impl: str, concat: bool, graph: Path, args: argparse.Namespace) -> dict:
     cmd = [
-        python, __file__, "--worker", impl, "--graph", str(graph), "--threads",
-        str(args.threads), "--steps", str(args.steps), "--warmup", str(args.warmup),
-        "--device", args.device,
+        python,
+        __file__,
+        "--worker",
+        impl,
+        "--graph",
+        str(graph),
+        "--threads",
+        str(args.threads),
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--device",
+        args.device,
     ]
     if concat:
         cmd.append("--concat-trick")
@@ -235,8 +261,7 @@ def main() -> None:
         "repeats": args.repeats,
         "results": rows,
         "speedup_default_vs_default": theirs["s_per_step"] / ours["s_per_step"],
-        "speedup_concat_vs_concat": rows["physicsnemo +concat"]["s_per_step"]
-        / ours["s_per_step"],
+        "speedup_concat_vs_concat": rows["physicsnemo +concat"]["s_per_step"] / ours["s_per_step"],
         "speedup_plain_vs_plain": theirs["s_per_step"] / rows["simsurrogate"]["s_per_step"],
         "command": "python " + " ".join(sys.argv),
     }

@@ -61,8 +61,16 @@ def test_generate_writes_the_mesh_schema_with_workers_and_resumes(tmp_path: Path
         validate_mesh(path)
     static = reader.static(1)
     types = set(np.unique(static["node_type"]).tolist())
-    assert types == {int(t) for t in (NodeType.NORMAL, NodeType.OBSTACLE, NodeType.INFLOW,
-                                      NodeType.OUTFLOW, NodeType.WALL_BOUNDARY)}
+    assert types == {
+        int(t)
+        for t in (
+            NodeType.NORMAL,
+            NodeType.OBSTACLE,
+            NodeType.INFLOW,
+            NodeType.OUTFLOW,
+            NodeType.WALL_BOUNDARY,
+        )
+    }
     steps = reader.window(1, 0, SMALL.n_steps)
     assert steps["velocity"].shape == (SMALL.n_steps, len(static["mesh_pos"]), 2)
     assert steps["pressure"].shape == (SMALL.n_steps, len(static["mesh_pos"]), 1)
@@ -81,16 +89,37 @@ def test_generate_writes_the_mesh_schema_with_workers_and_resumes(tmp_path: Path
 
     # a finished split is left alone by a re-run
     before = paths["train"].stat().st_mtime_ns
-    generate_cylinder_flow(out, n_train=2, n_valid=0, n_test=1, seed=5, config=SMALL,
-                           workers=1, progress=False)
+    generate_cylinder_flow(
+        out, n_train=2, n_valid=0, n_test=1, seed=5, config=SMALL, workers=1, progress=False
+    )
     assert paths["train"].stat().st_mtime_ns == before
 
 
 def test_cli_generates_cylinder_flow(tmp_path: Path) -> None:
-    code = main([
-        "data", "generate", "cylinder-flow", "--out", str(tmp_path), "--n-train", "1",
-        "--n-valid", "0", "--n-test", "0", "--steps", "3", "--h-max", "0.05",
-        "--h-obstacle", "0.015", "--workers", "1", "--warmup", "0",
-    ])
+    code = main(
+        [
+            "data",
+            "generate",
+            "cylinder-flow",
+            "--out",
+            str(tmp_path),
+            "--n-train",
+            "1",
+            "--n-valid",
+            "0",
+            "--n-test",
+            "0",
+            "--steps",
+            "3",
+            "--h-max",
+            "0.05",
+            "--h-obstacle",
+            "0.015",
+            "--workers",
+            "1",
+            "--warmup",
+            "0",
+        ]
+    )
     assert code == 0
     assert len(MeshReader(tmp_path / "train.h5")) == 1

@@ -122,8 +122,12 @@ def test_fit_learns_one_step_and_checkpoint_rebuilds_it(
         batch_size=4,
     )
     trainer = L.Trainer(
-        max_steps=300, logger=False, enable_progress_bar=False, enable_model_summary=False,
-        default_root_dir=tmp_path, check_val_every_n_epoch=100,
+        max_steps=300,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        check_val_every_n_epoch=100,
     )
     trainer.fit(task, dm)
     ckpt = tmp_path / "model.ckpt"

@@ -111,7 +111,9 @@ class MeshSteps(Dataset):
             check_node_types(static["node_type"])
         except ValueError as exc:
             raise DataError(
-                str(exc), path=self.reader.path, group=self.reader.trajectories[traj],
+                str(exc),
+                path=self.reader.path,
+                group=self.reader.trajectories[traj],
                 field="node_type",
             ) from None
         edges = static.get("edge_index")

@@ -89,9 +89,7 @@ def trajectory_parameters(
     raise ValueError(f"no obstacle fits the channel with the ranges of {config}")
 
 
-def solve_trajectory(
-    config: CylinderFlowConfig, params: Mapping[str, float], path: Path
-) -> Path:
+def solve_trajectory(config: CylinderFlowConfig, params: Mapping[str, float], path: Path) -> Path:
     """Solve one trajectory and write it as a one-trajectory mesh file at ``path``."""
     geom = ChannelGeometry(
         config.length, config.height, (params["center_x"], params["center_y"]), params["radius"]
@@ -198,8 +196,9 @@ def generate_cylinder_flow(
     if todo:
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
             futures = {
-                pool.submit(solve_trajectory, config, trajectory_parameters(config, seed, s, i), p):
-                (s, i)
+                pool.submit(
+                    solve_trajectory, config, trajectory_parameters(config, seed, s, i), p
+                ): (s, i)
                 for s, i, p in todo
             }
             for future in as_completed(futures):

@@ -101,15 +101,28 @@ class MeshDynamicsTask(L.LightningModule):
         err = ((out - target) ** 2 * self._weights)[mask]
         loss = err.sum(-1).mean()
         batch_size = graph.num_graphs
-        self.log(f"{stage}/loss", loss, batch_size=batch_size, prog_bar=True,
-                 on_step=train, on_epoch=not train, sync_dist=not train)
+        self.log(
+            f"{stage}/loss",
+            loss,
+            batch_size=batch_size,
+            prog_bar=True,
+            on_step=train,
+            on_epoch=not train,
+            sync_dist=not train,
+        )
         if not train:
             pred = self.model.decode(graph, out)
             for name in self.model.fields:
                 diff = (pred[name] - nxt[name].reshape(pred[name].shape))[mask]
                 rmse = diff.pow(2).mean().sqrt()  # over nodes and components, as MGN
-                self.log(f"{stage}/rmse_{name}", rmse, batch_size=batch_size,
-                         on_step=False, on_epoch=True, sync_dist=True)
+                self.log(
+                    f"{stage}/rmse_{name}",
+                    rmse,
+                    batch_size=batch_size,
+                    on_step=False,
+                    on_epoch=True,
+                    sync_dist=True,
+                )
         return loss
 
     def training_step(self, graph: Graph, batch_idx: int) -> Tensor:
