@@ -48,9 +48,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from anchor_venv import anchor_python
+
 ROOT = Path(__file__).resolve().parents[1]
 NEURALOP_VERSION = "2.0.0"
-TORCH_VERSION = "2.13.0"
 IMPLS = ("simsurrogate", "neuralop", "neuralop_1act")
 
 #: name -> (grid points per dim, neuraloperator n_modes per dim)
@@ -271,26 +272,7 @@ def _with_our_weights(model, ours: dict, config: str):
 
 def neuralop_python(venv: Path) -> Path:
     """The anchor venv's python, creating the venv first if it is missing or incomplete."""
-    python = venv / "bin" / "python"
-    probe = [str(python), "-c", "import neuralop, torch; print(torch.__version__)"]
-    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
-        return python
-    print(f"building the anchor venv at {venv} ...", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(python), "-m", "pip", "install", "-q"]
-    subprocess.run([*pip, "--upgrade", "pip", "setuptools>=77.0.3", "wheel"], check=True)
-    subprocess.run([*pip, f"torch=={TORCH_VERSION}"], check=True)
-    constraints = ROOT / "constraints.txt"
-    subprocess.run(
-        [*pip, "-c", str(constraints), f"neuraloperator=={NEURALOP_VERSION}"], check=True
-    )
-    check = subprocess.run(
-        [str(python), "-m", "pip", "show", "torchvision"], capture_output=True, text=True
-    )
-    if check.returncode == 0:
-        raise SystemExit(f"torchvision got into {venv}; it does not load with this torch")
-    subprocess.run(probe, check=True)
-    return python
+    return anchor_python(venv, [f"neuraloperator=={NEURALOP_VERSION}"], "import neuralop, torch")
 
 
 def run_worker(python: Path, mode: str, extra: list[str], threads: int) -> dict:

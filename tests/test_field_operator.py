@@ -36,6 +36,9 @@ def test_relative_losses() -> None:
     # VRMSE: the error's RMS over the target's standard deviation (sin has variance 1/2)
     assert float(vrmse(y + 0.1, y)) == pytest.approx(0.1 / math.sqrt(0.5), rel=1e-4)
     assert float(vrmse(torch.zeros_like(y), y)) == pytest.approx(1.0, rel=1e-4)
+    # the_well's code divides by the N - 1 variance: sqrt((N - 1) / N) of ours, N = 256
+    ratio = float(vrmse(y + 0.1, y, unbiased=True)) / float(vrmse(y + 0.1, y))
+    assert ratio == pytest.approx(math.sqrt(255 / 256), rel=1e-6)
     wiggle = y + 0.01 * torch.sin(2 * math.pi * 40 * x)
     # H1 weighs a high-frequency error by its derivative: far more than L2 does
     assert float(relative_h1(wiggle, y)) > 10 * float(relative_l2(wiggle, y))

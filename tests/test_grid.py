@@ -74,7 +74,8 @@ def test_written_file_follows_the_well_layout(well: Path, arrays) -> None:
         assert bc.attrs["bc_type"] == "PERIODIC" and list(bc.attrs["associated_dims"]) == ["x"]
         assert bc["mask"][()].tolist() == [True] + [False] * (NX - 2) + [True]
         assert list(f["scalars"].attrs["field_names"]) == ["Re", "energy"]
-        assert f["scalars/Re"].shape == (1,) and not f["scalars/Re"].attrs["time_varying"]
+        # constant scalars 0-d, as the_well's WellDataset needs to give constant_scalars (n,)
+        assert f["scalars/Re"].shape == () and not f["scalars/Re"].attrs["time_varying"]
         assert list(f["t0_fields"].attrs["field_names"]) == ["density", "obstacle"]
         assert list(f["t1_fields"].attrs["field_names"]) == ["velocity"]
         assert list(f["t2_fields"].attrs["field_names"]) == []

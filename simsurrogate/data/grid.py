@@ -11,7 +11,9 @@ the_well's ``docs/data_format.md`` and read by ``the_well/data/datasets.py``:
   ``bc_type`` (WALL / OPEN / PERIODIC), ``sample_varying``, ``time_varying``; dataset ``mask``
   (bool over the associated dims, True where the condition holds) and, when the condition sets
   values, ``values`` (one per True mask entry);
-- ``scalars/``: attribute ``field_names``; one dataset per scalar, (B?, T?) or (1,) if constant;
+- ``scalars/``: attribute ``field_names``; one dataset per scalar, (B?, T?): a constant one is
+  written 0-d, as the_well's own loader and test data have it (its docs show (1,), also read;
+  from a (1,) scalar its ``WellDataset`` makes ``constant_scalars`` (1, n), not (n,));
 - ``t0_fields/``, ``t1_fields/``, ``t2_fields/``: attribute ``field_names``; one dataset per
   field shaped (B?, T?, *spatial, *(D,) * order). B and T are present only when the attributes
   ``sample_varying`` / ``time_varying`` are true, and a spatial axis only where ``dim_varying``
@@ -487,8 +489,8 @@ def _check_field(
 def _as_scalar(name: str, value: Any, n_traj: int, n_steps: int, path: Path) -> GridField:
     """A scalar to be written, as a GridField in stored shape; axes inferred from its shape.
 
-    A number or a one-element array is constant, stored as (1,) like The Well; an array is
-    (n_traj, T), (T,) or (n_traj,). A GridField states its axes explicitly.
+    A number or a one-element array is constant, stored 0-d (see the module docstring); an
+    array is (n_traj, T), (T,) or (n_traj,). A GridField states its axes explicitly.
     """
     if isinstance(value, GridField):
         sv, tv, arr = value.sample_varying, value.time_varying, np.asarray(value.data)
@@ -512,7 +514,7 @@ def _as_scalar(name: str, value: Any, n_traj: int, n_steps: int, path: Path) -> 
             path=path,
             group="/scalars",
             field=name,
-            expected=expected or (1,),
+            expected=expected or "a single number",
             found=arr.shape,
         )
     if arr.dtype.kind not in "fiub":
@@ -520,7 +522,7 @@ def _as_scalar(name: str, value: Any, n_traj: int, n_steps: int, path: Path) -> 
             "bad dtype", path=path, group="/scalars", field=name, expected="real", found=arr.dtype
         )
     check_finite(arr, path=path, group="/scalars", field=name)
-    return GridField(name, arr.reshape(expected or (1,)), 0, sv, tv, ())
+    return GridField(name, arr.reshape(expected), 0, sv, tv, ())
 
 
 def _default_mask(sizes: Sequence[int]) -> np.ndarray:

@@ -30,13 +30,17 @@ def relative_h1(pred: Tensor, target: Tensor) -> Tensor:
     return (_sq_h1(pred - target) / _sq_h1(target).clamp(min=1e-24)).sqrt().mean()
 
 
-def vrmse(pred: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
+def vrmse(pred: Tensor, target: Tensor, eps: float = 1e-7, unbiased: bool = False) -> Tensor:
     """The Well's variance-scaled RMSE, averaged over samples and channels.
 
     Per sample and channel: sqrt(<(pred - target)^2> / (<(target - <target>)^2> + eps)), with
     <.> the mean over the spatial grid; tensors (B, C, *spatial). A value of 1 means no better
-    than predicting the target's spatial mean.
+    than predicting the target's spatial mean. This is the paper's definition; the_well's code
+    (``the_well.benchmark.metrics.VRMSE``, 1.2.0) divides by ``torch.std(target) ** 2``, the
+    variance with Bessel's correction (N - 1 for N grid points), which ``unbiased=True`` gives:
+    then the two agree to float32 rounding (``benchmarks/well_interop.py``); by default the
+    value is sqrt(N / (N - 1)) times theirs when eps is negligible.
     """
     err = ((pred - target) ** 2).flatten(2).mean(dim=2)
-    var = target.flatten(2).var(dim=2, unbiased=False)
+    var = target.flatten(2).var(dim=2, unbiased=unbiased)
     return (err / (var + eps)).sqrt().mean()
