@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from simsurrogate.data.node_types import NodeType
 from simsurrogate.sims.cylinder_flow import (
     ChannelGeometry,
     CylinderFlowSolver,
@@ -44,7 +45,7 @@ MESHES = [(0.008, 0.06), (0.004, 0.04), (0.002, 0.028)]
 def pressure_on_circle(solver: CylinderFlowSolver, angle: float) -> float:
     """Pressure (m²/s²) on the obstacle at ``angle`` (rad from +x), linear between vertices."""
     xy = solver.mesh.p[:, : solver.mesh.nvertices].T
-    on = np.flatnonzero(solver.node_type() == 1)
+    on = np.flatnonzero(solver.node_type() == int(NodeType.OBSTACLE))
     rel = xy[on] - np.asarray(solver.geom.center)
     theta = np.mod(np.arctan2(rel[:, 1], rel[:, 0]), 2 * math.pi)
     order = np.argsort(theta)
