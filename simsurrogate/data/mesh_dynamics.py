@@ -1,8 +1,13 @@
 """One-step training pairs (state at step t, fields at step t + 1) from mesh-trajectory files.
 
 Samples are drawn uniformly over every (trajectory, step) transition, as in MeshGraphNets.
-Each sample reads only its two time steps from disk (:meth:`MeshReader.window`); the static
+Each sample reads only its time steps from disk (:meth:`MeshReader.window`); the static
 mesh and its edges are read once per trajectory and cached per worker.
+
+For pushforward training (``unroll_steps`` K > 0, see
+:class:`~simsurrogate.tasks.MeshDynamicsTask`) a sample also carries the true fields of the
+K + 1 steps after t, which the task needs to hold the boundary nodes while it unrolls the
+model and to score the step after the unroll.
 """
 
 from __future__ import annotations
@@ -56,7 +61,10 @@ class MeshSteps(Dataset):
     """(trajectory, step) transitions of one mesh file as graphs.
 
     A sample is a :class:`Graph` whose nodes hold ``mesh_pos``, ``node_type``, the fields at
-    step t under their own names and the fields at step t + 1 as ``next_<name>``.
+    step t under their own names and the fields at step t + 1 as ``next_<name>``. With
+    ``unroll_steps`` K > 0 it also holds ``future_<name>`` (N, K + 1, C): the fields at steps
+    t + 1 .. t + K + 1 (``future_<name>[:, 0]`` is ``next_<name>``), and only the steps t
+    whose whole window t .. t + K + 1 lies in the trajectory are sampled.
 
     Args:
         path: mesh-schema file.
@@ -64,6 +72,8 @@ class MeshSteps(Dataset):
         max_trajectories: use only the first ones.
         steps_per_trajectory: use this many evenly spaced transitions per trajectory
             (None: all); keeps validation cheap.
+        unroll_steps: K, the most model steps a pushforward task unrolls before the scored
+            step (0: one-step pairs only).
     """
 
     def __init__(
@@ -72,9 +82,13 @@ class MeshSteps(Dataset):
         fields: Sequence[str],
         max_trajectories: int | None = None,
         steps_per_trajectory: int | None = None,
+        unroll_steps: int = 0,
     ) -> None:
+        if unroll_steps < 0:
+            raise ValueError(f"unroll_steps must be >= 0, got {unroll_steps}")
         self.reader = MeshReader(path)
         self.fields = list(fields)
+        self.unroll_steps = int(unroll_steps)
         n_traj = len(self.reader)
         if max_trajectories is not None:
             n_traj = min(n_traj, max_trajectories)
@@ -90,10 +104,11 @@ class MeshSteps(Dataset):
                     path=self.reader.path,
                     group=self.reader.trajectories[i],
                 )
-            n = self.reader.n_steps(i) - 1
+            n = self.reader.n_steps(i) - 1 - self.unroll_steps  # start steps t that fit
             if n < 1:
                 raise DataError(
-                    "trajectory needs at least 2 time steps",
+                    f"trajectory needs at least {self.unroll_steps + 2} time steps "
+                    f"(unroll_steps = {self.unroll_steps}), it has {self.reader.n_steps(i)}",
                     path=self.reader.path,
                     group=self.reader.trajectories[i],
                 )
@@ -130,12 +145,15 @@ class MeshSteps(Dataset):
     def __getitem__(self, i: int) -> Graph:
         traj, step = (int(v) for v in self.index[i])
         mesh_pos, node_type, edge_index = self._static(traj)
-        window = self.reader.window(traj, step, 2, self.fields)
+        k = self.unroll_steps
+        window = self.reader.window(traj, step, k + 2, self.fields)
         n = len(mesh_pos)
         nodes = {"mesh_pos": mesh_pos, "node_type": node_type}
         for name, value in window.items():
-            value = torch.as_tensor(value, dtype=torch.float32).reshape(2, n, -1)
+            value = torch.as_tensor(value, dtype=torch.float32).reshape(k + 2, n, -1)
             nodes[name], nodes[f"next_{name}"] = value[0], value[1]
+            if k > 0:
+                nodes[f"future_{name}"] = value[1:].transpose(0, 1).contiguous()
         return Graph(nodes=nodes, edge_index=edge_index)
 
     def __getstate__(self) -> dict:
@@ -161,6 +179,9 @@ class MeshDataModule(L.LightningDataModule):
         max_train_trajectories: use only the first training trajectories.
         eval_steps_per_trajectory: evenly spaced transitions per validation / test
             trajectory (None: all).
+        unroll_steps: K > 0 gives training samples the window of true fields a pushforward
+            task unrolling up to K steps needs (:class:`MeshSteps`); it must be at least the
+            task's ``unroll_steps``. Validation and test stay one-step.
     """
 
     def __init__(
@@ -173,8 +194,12 @@ class MeshDataModule(L.LightningDataModule):
         num_workers: int = 0,
         max_train_trajectories: int | None = None,
         eval_steps_per_trajectory: int | None = 50,
+        unroll_steps: int = 0,
     ) -> None:
         super().__init__()
+        if unroll_steps < 0:
+            raise ValueError(f"unroll_steps must be >= 0, got {unroll_steps}")
+        self.unroll_steps = int(unroll_steps)
         self.paths = {"train": train, "val": val, "test": test}
         self.fields = list(fields or ["velocity", "pressure"])
         self.batch_size = batch_size
@@ -190,7 +215,12 @@ class MeshDataModule(L.LightningDataModule):
             if path is None:
                 raise DataError(f"no {split} file given to the data module")
             if split == "train":
-                self._sets[split] = MeshSteps(path, self.fields, self.max_train_trajectories)
+                self._sets[split] = MeshSteps(
+                    path,
+                    self.fields,
+                    self.max_train_trajectories,
+                    unroll_steps=self.unroll_steps,
+                )
             else:
                 self._sets[split] = MeshSteps(path, self.fields, None, self.eval_steps)
         return self._sets[split]

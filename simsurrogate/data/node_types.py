@@ -10,6 +10,8 @@ from __future__ import annotations
 from enum import IntEnum
 
 import numpy as np
+import torch
+from torch import Tensor
 
 
 class NodeType(IntEnum):
@@ -27,6 +29,23 @@ class NodeType(IntEnum):
 
 #: node types whose state the model predicts; every other type is held by the boundary condition
 PREDICTED_TYPES: tuple[int, ...] = (int(NodeType.NORMAL), int(NodeType.OUTFLOW))
+
+
+def predicted_nodes(node_type: Tensor) -> Tensor:
+    """Nodes (N,) bool whose state the model predicts (type in :data:`PREDICTED_TYPES`)."""
+    mask = torch.zeros_like(node_type, dtype=torch.bool)
+    for t in PREDICTED_TYPES:
+        mask |= node_type == t
+    return mask
+
+
+def hold_boundary(velocity: Tensor, held_values: Tensor, node_type: Tensor) -> Tensor:
+    """The next velocity (N, dim) with the boundary condition applied: the model's
+    ``velocity`` on predicted nodes, ``held_values`` (N, dim) on every other node (walls,
+    obstacle, inflow). The one place that decides which nodes are held, shared by the rollout
+    engine and pushforward training."""
+    held = ~predicted_nodes(node_type)
+    return torch.where(held.unsqueeze(-1), held_values.to(velocity.dtype), velocity)
 
 
 def check_node_types(node_type: np.ndarray) -> None:

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from simsurrogate.data.node_types import PREDICTED_TYPES, NodeType
+from simsurrogate.data.node_types import NodeType, predicted_nodes
 from simsurrogate.graph import Graph
 from simsurrogate.models.base import SurrogateModel
 from simsurrogate.models.normalization import Normalizer
@@ -265,7 +265,4 @@ class MeshGraphNet(SurrogateModel):
     @staticmethod
     def loss_mask(node_type: Tensor) -> Tensor:
         """Nodes the model is scored on (N,) bool: normal and outflow nodes."""
-        mask = torch.zeros_like(node_type, dtype=torch.bool)
-        for t in PREDICTED_TYPES:
-            mask |= node_type == t
-        return mask
+        return predicted_nodes(node_type)

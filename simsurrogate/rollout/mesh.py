@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from simsurrogate.checkpoint import load
 from simsurrogate.data.mesh import MeshReader, MeshWriter, TrajectoryStream
-from simsurrogate.data.node_types import PREDICTED_TYPES, check_node_types
+from simsurrogate.data.node_types import PREDICTED_TYPES, check_node_types, hold_boundary
 from simsurrogate.graph import Graph, cells_to_edges
 from simsurrogate.models.base import SurrogateModel
 from simsurrogate.models.meshgraphnet import MeshGraphNet
@@ -479,10 +479,7 @@ class MeshRollout:
         static_nodes = {k: v for k, v in graph.nodes.items() if k != vel}
         n_total = graph.num_nodes
         offsets = graph.node_offsets.tolist()
-        predicted = torch.zeros(n_total, dtype=torch.bool, device=self.device)
-        for t in PREDICTED_TYPES:
-            predicted |= graph.nodes["node_type"] == t
-        held = ~predicted[:, None]
+        node_type = graph.nodes["node_type"]
         initial = graph.nodes[vel]  # (N_total, dim): the boundary values by default
         state = {
             name: torch.cat([torch.as_tensor(p.fields[name]) for p in prepared]).to(self.device)
@@ -527,7 +524,7 @@ class MeshRollout:
                 if boundary is not None:
                     held_values = self._boundary(boundary, float(times[0]), k, prepared, initial)
                 new = {name: pred[name].reshape(n_total, -1) for name in names}
-                new[vel] = torch.where(held, held_values, new[vel])
+                new[vel] = hold_boundary(new[vel], held_values, node_type)
                 self._check_finite(new, k, times, offsets, sink)
                 state = new
                 current = split({name: v.cpu().numpy() for name, v in new.items()})
