@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from simsurrogate.data.node_types import NodeType
 from simsurrogate.sims.cylinder_flow import (
     ChannelGeometry,
     CylinderFlowSolver,
@@ -40,19 +39,6 @@ REFERENCE = {"c_d": 5.57953523384, "c_l": 0.010618948146, "delta_p": 0.117520166
 BOUNDS = {"c_d": (5.57, 5.59), "c_l": (0.0104, 0.0110), "delta_p": (0.1172, 0.1176)}
 #: (h on the cylinder, largest h) in m
 MESHES = [(0.008, 0.06), (0.004, 0.04), (0.002, 0.028)]
-
-
-def pressure_on_circle(solver: CylinderFlowSolver, angle: float) -> float:
-    """Pressure (m²/s²) on the obstacle at ``angle`` (rad from +x), linear between vertices."""
-    xy = solver.mesh.p[:, : solver.mesh.nvertices].T
-    on = np.flatnonzero(solver.node_type() == int(NodeType.OBSTACLE))
-    rel = xy[on] - np.asarray(solver.geom.center)
-    theta = np.mod(np.arctan2(rel[:, 1], rel[:, 0]), 2 * math.pi)
-    order = np.argsort(theta)
-    theta, p = theta[order], solver.vertex_pressure()[on][order]
-    theta = np.concatenate([theta[-1:] - 2 * math.pi, theta, theta[:1] + 2 * math.pi])
-    p = np.concatenate([p[-1:], p, p[:1]])
-    return float(np.interp(np.mod(angle, 2 * math.pi), theta, p))
 
 
 def steady_run(h_obstacle: float, h_max: float, t_max: float, tol: float) -> dict:
@@ -71,7 +57,7 @@ def steady_run(h_obstacle: float, h_max: float, t_max: float, tol: float) -> dic
         change, last = float(np.abs(now - last).max()), now
     wall = time.perf_counter() - start
     c_d, c_l = (float(c) for c in last)
-    delta_p = pressure_on_circle(solver, math.pi) - pressure_on_circle(solver, 0.0)
+    delta_p = solver.obstacle_pressure(math.pi) - solver.obstacle_pressure(0.0)
     measured = {"c_d": c_d, "c_l": c_l, "delta_p": delta_p}
     return {
         "h_obstacle_m": h_obstacle,

@@ -117,6 +117,26 @@ def test_poiseuille_flow_is_exact(solver_cls: type[CylinderFlowSolver]) -> None:
     assert solver.force_coefficients() == (0.0, 0.0)
 
 
+def test_inflow_profile_sets_the_inflow_at_each_step() -> None:
+    """``inflow`` scales the parabolic profile by its value at the step's time (DFG 2D-3)."""
+    mesh = MeshTri.init_tensor(np.linspace(0, 1.0, 6), np.linspace(0, 0.4, 5))
+    geom = ChannelGeometry(length=1.0, height=0.4, center=(0.5, 0.2), radius=0.05)
+    solver = CylinderFlowSolver(
+        mesh.p.T, mesh.t.T, geom, u_mean=2.0, dt=0.01, inflow=lambda t: np.sin(np.pi * t / 8)
+    )
+    x, y = mesh.p
+    on_inflow = x == 0.0
+    for _ in range(3):
+        solver.step(7)
+        expected = 2.0 * np.sin(np.pi * solver.time / 8) * 6 * y * (0.4 - y) / 0.4**2
+        u = solver.vertex_velocity()
+        np.testing.assert_allclose(u[on_inflow, 0], expected[on_inflow], rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="ramp_time or an inflow"):
+        CylinderFlowSolver(mesh.p.T, mesh.t.T, geom, ramp_time=1.0, inflow=lambda t: 1.0)
+    with pytest.raises(ValueError, match="no obstacle"):
+        solver.obstacle_pressure(0.0)
+
+
 def test_dfg_2d1_steady_forces_on_a_coarse_mesh() -> None:
     """DFG 2D-1 (Re = 20, steady): c_D 5.57-5.59, c_L 0.0104-0.0110 on fine meshes.
 
@@ -134,6 +154,9 @@ def test_dfg_2d1_steady_forces_on_a_coarse_mesh() -> None:
     assert solver.force_coefficients() == pytest.approx((c_d, c_l), abs=2e-3)  # steady
     assert 5.50 < c_d < 5.66
     assert 0.005 < c_l < 0.016
+    # Δp = p(0.15, 0.2) - p(0.25, 0.2): 0.11752 (John & Matthies 2001); 0.1155 on this mesh
+    delta_p = solver.obstacle_pressure(np.pi) - solver.obstacle_pressure(0.0)
+    assert 0.113 < delta_p < 0.121
     u = solver.vertex_velocity()
     assert np.abs(u).max() < 2.0 * 0.3  # U_m = 0.3; flow speeds up past the cylinder
     # discrete divergence is small next to the velocity gradients (~ U_m / D = 3 1/s)
