@@ -6,6 +6,8 @@ and writes, per trajectory and averaged over trajectories, the RMSE of each fiel
 and all steps (``sqrt`` of the squared error averaged over nodes, components and steps
 1..h, :func:`simsurrogate.rollout.mesh_report.rmse_at`). Next to it, the same figures for
 persistence (the initial state kept for ever), the baseline a learned step has to beat.
+Also measures whether the rollout sheds vortices like the truth: the oscillation of the
+cross-stream velocity in the wake (its std in time and dominant period) over the second half.
 Writes ``benchmarks/results/<name>.json`` and ``.md``.
 
     python benchmarks/mgn_cylinder_eval.py --checkpoint checkpoints/cylinder_mgn/model.ckpt \
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 
 from simsurrogate.data.mesh import MeshReader
+from simsurrogate.data.node_types import NodeType
 from simsurrogate.rollout.mesh import MeshRollout, MeshState
 from simsurrogate.rollout.mesh_report import HORIZONS, rmse_at
 
@@ -39,6 +42,38 @@ def _mse_per_step(pred: np.ndarray, truth: np.ndarray) -> list[float]:
 
 def _horizons(mse: list[float]) -> dict[str, float | None]:
     return {**{str(h): rmse_at(mse, h) for h in HORIZONS}, "all": rmse_at(mse, None)}
+
+
+def _wake(mesh_pos: np.ndarray, node_type: np.ndarray, velocity: np.ndarray) -> np.ndarray:
+    """Cross-stream velocity (T, W) at the wake nodes: normal nodes 0.1-0.6 m downstream of
+    the obstacle centre and within 0.1 m of its axis."""
+    pos = np.asarray(mesh_pos)
+    kind = np.asarray(node_type)
+    centre = pos[kind == NodeType.OBSTACLE].mean(axis=0)
+    dx, dy = (pos - centre).T
+    wake = (kind == NodeType.NORMAL) & (dx > 0.1) & (dx < 0.6) & (np.abs(dy) < 0.1)
+    return velocity[:, wake, 1]
+
+
+def _shedding(pred_vy: np.ndarray, true_vy: np.ndarray) -> dict[str, float]:
+    """Does the rollout shed like the truth? Over the second half of the rollout: the standard
+    deviation in time of the wake's cross-stream velocity (m/s, mean over wake nodes; ~0 for a
+    steady wake) and the dominant period (steps, from the FFT at the node where the truth
+    oscillates most; inf for no oscillation), for the model and the truth."""
+    late = slice(len(true_vy) // 2, None)
+    node = int(np.argmax(true_vy[late].std(axis=0)))
+
+    def period(x: np.ndarray) -> float:
+        spectrum = np.abs(np.fft.rfft(x - x.mean()))
+        spectrum[0] = 0.0
+        k = int(np.argmax(spectrum))
+        return len(x) / k if k else float("inf")
+
+    out = {}
+    for who, vy in (("model", pred_vy), ("truth", true_vy)):
+        out[f"{who}_vy_std"] = float(vy[late].std(axis=0).mean())
+        out[f"{who}_period_steps"] = period(vy[late, node])
+    return out
 
 
 def main() -> None:
@@ -83,6 +118,10 @@ def main() -> None:
         still = {n: np.broadcast_to(true[n][:1], true[n].shape) for n in names}
         baseline.append({n: _horizons(_mse_per_step(still[n], true[n])) for n in names})
         per_traj[-1]["persistence_rmse"] = baseline[-1]
+        if "velocity" in names:
+            state = states[i]
+            vy = [_wake(state.mesh_pos, state.node_type, f["velocity"]) for f in (pred, true)]
+            per_traj[-1]["wake"] = _shedding(*vy)
 
     def mean(rows: list[dict]) -> dict[str, dict[str, float]]:
         """Field -> horizon -> RMSE averaged over trajectories."""
@@ -134,6 +173,26 @@ def main() -> None:
             f"| {t['trajectory']} | {t['reynolds']:.0f} | {t['nodes']} | "
             + " | ".join(cells)
             + " |"
+        )
+    if all("wake" in t for t in per_traj):
+        lines += [
+            "",
+            "| trajectory | Re | wake v_y std, model / truth (m/s) "
+            "| period, model / truth (steps) |",
+            "|---|---|---|---|",
+        ]
+        for t in per_traj:
+            w = t["wake"]
+            lines.append(
+                f"| {t['trajectory']} | {t['reynolds']:.0f} | {w['model_vy_std']:.4f} / "
+                f"{w['truth_vy_std']:.4f} | {w['model_period_steps']:.1f} / "
+                f"{w['truth_period_steps']:.1f} |"
+            )
+        lines.append(
+            "Wake: cross-stream velocity at the normal nodes 0.1-0.6 m downstream of the "
+            "obstacle centre within 0.1 m of its axis, over the second half of the rollout; "
+            "std in time averaged over those nodes (about 0 for a steady wake), dominant period "
+            "from the FFT at the node where the truth oscillates most."
         )
     lines += [
         "",
