@@ -8,6 +8,7 @@ flat however long the rollout and however large the mesh.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,18 @@ import numpy as np
 
 from simsurrogate.data.errors import DataError
 from simsurrogate.data.mesh import MeshReader
+from simsurrogate.data.node_types import NodeType
+from simsurrogate.models.base import SurrogateModel
 from simsurrogate.rollout._plots import curve, panel_animation, pyplot, write_plots
 from simsurrogate.rollout.mesh import MeshRollout, MeshState
 
-__all__ = ["mesh_rollout_report", "rmse_at"]
+__all__ = [
+    "mesh_rollout_report",
+    "rmse_at",
+    "score_mesh_rollouts",
+    "shedding",
+    "wake_cross_velocity",
+]
 
 #: horizons (steps) at which the rollout RMSE is reported, besides "all"
 HORIZONS = (1, 50)
@@ -32,6 +41,161 @@ def rmse_at(mse_per_step: list[float], horizon: int | None) -> float | None:
     if h < 1 or h > len(mse_per_step):
         return None
     return float(np.sqrt(np.mean(mse_per_step[:h])))
+
+
+def _horizons(mse_per_step: list[float]) -> dict[str, float | None]:
+    """RMSE at each of :data:`HORIZONS` and over all steps (key ``"all"``)."""
+    return {
+        **{str(h): rmse_at(mse_per_step, h) for h in HORIZONS},
+        "all": rmse_at(mse_per_step, None),
+    }
+
+
+def _mse_per_step(pred: np.ndarray, truth: np.ndarray) -> list[float]:
+    """(T, N, C) prediction and truth, step 0 the shared initial state -> MSE of steps 1..T-1."""
+    diff = pred[1:].astype(np.float64) - truth[1:].astype(np.float64)
+    return [float(v) for v in np.mean(diff.reshape(len(diff), -1) ** 2, axis=1)]
+
+
+def wake_cross_velocity(
+    mesh_pos: np.ndarray, node_type: np.ndarray, velocity: np.ndarray
+) -> np.ndarray | None:
+    """Cross-stream velocity (T, W) at the wake nodes of a 2-D flow past an obstacle.
+
+    ``velocity`` is (T, N, 2) m/s. The wake nodes are the normal nodes 0.1-0.6 m downstream
+    of the centre of the obstacle nodes and within 0.1 m of its axis (the vortex street of the
+    cylinder-flow data). None when the mesh has no obstacle or no node in that box.
+    """
+    pos = np.asarray(mesh_pos)
+    kind = np.asarray(node_type)
+    obstacle = kind == NodeType.OBSTACLE
+    if pos.shape[1] != 2 or not obstacle.any():
+        return None
+    dx, dy = (pos - pos[obstacle].mean(axis=0)).T
+    wake = (kind == NodeType.NORMAL) & (dx > 0.1) & (dx < 0.6) & (np.abs(dy) < 0.1)
+    if not wake.any():
+        return None
+    return np.asarray(velocity)[:, wake, 1]
+
+
+def shedding(pred_vy: np.ndarray, true_vy: np.ndarray) -> dict[str, float]:
+    """Does a rollout shed vortices like the truth? From the wake's cross-stream velocity
+    (T, W) of both (:func:`wake_cross_velocity`), over the second half of the steps: its
+    standard deviation in time (m/s, mean over wake nodes; about 0 for a steady wake) and
+    its dominant period (steps, FFT at the node where the truth oscillates most; inf for no
+    oscillation)."""
+    late = slice(len(true_vy) // 2, None)
+    node = int(np.argmax(true_vy[late].std(axis=0)))
+
+    def period(x: np.ndarray) -> float:
+        spectrum = np.abs(np.fft.rfft(x - x.mean()))
+        spectrum[0] = 0.0
+        k = int(np.argmax(spectrum))
+        return len(x) / k if k else float("inf")
+
+    out = {}
+    for who, vy in (("model", pred_vy), ("truth", true_vy)):
+        out[f"{who}_vy_std"] = float(vy[late].std(axis=0).mean())
+        out[f"{who}_period_steps"] = period(vy[late, node])
+    return out
+
+
+def score_mesh_rollouts(
+    model: SurrogateModel | MeshRollout,
+    data: str | Path,
+    trajectories: Sequence[int] | None = None,
+    steps: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Roll a mesh model out from the first stored state of trajectories of ``data`` (all in
+    one batch, boundary nodes held by the engine) and score each against its stored truth.
+
+    Args:
+        model: a mesh model (e.g. the live model of a training run) or an engine.
+        data: mesh-schema file with the truth.
+        trajectories: indices to score (default: all).
+        steps: model steps (default: as many as the shortest trajectory has after step 0).
+
+    Returns ``{"steps", "dt", "per_trajectory", "mean", "persistence_mean", "wall_time_s",
+    "model_s_per_step"}``. Per trajectory: ``rmse`` and ``persistence_rmse`` (field ->
+    horizon ``"1"``, ``"50"``, ``"all"`` -> RMSE as :func:`rmse_at`; persistence keeps the
+    initial state), ``reynolds`` (NaN when the file does not record it), ``nodes`` and, for
+    2-D flows past an obstacle, ``wake`` (:func:`shedding`). ``mean``: the RMSEs averaged
+    over the trajectories. The whole rollout is held in memory: meant for the few
+    trajectories of a validation or test file.
+    """
+    if isinstance(model, MeshRollout):
+        engine = model
+    else:  # on the device the model is on (a live model in training stays there)
+        device = next((p.device for p in model.parameters()), "cpu")
+        engine = MeshRollout(model, device=device)
+    names = list(engine.model.fields)
+    with MeshReader(data) as reader:
+        picked = list(range(len(reader))) if trajectories is None else list(trajectories)
+        if not picked:
+            raise DataError("no trajectories to score", path=data)
+        for i in picked:
+            if not 0 <= i < len(reader):
+                raise DataError(
+                    f"no trajectory {i}", path=data, expected=f"0..{len(reader) - 1}", found=i
+                )
+        available = min(reader.n_steps(i) for i in picked) - 1
+        n_steps = available if steps is None else int(steps)
+        if not 1 <= n_steps <= available:
+            raise DataError(
+                f"cannot score {n_steps} steps",
+                path=data,
+                expected=f"1..{available} (steps after the first stored state)",
+                found=n_steps,
+            )
+        time_axis = reader.time(picked[0])
+        truth = [reader.window(i, 0, n_steps + 1, names) for i in picked]
+        reynolds = [
+            float(np.ravel(reader.attrs_of(i).get("reynolds", [np.nan]))[0]) for i in picked
+        ]
+    dt = float(time_axis[1] - time_axis[0])
+    states = [MeshState.from_file(data, i, 0, names) for i in picked]
+    result = engine.run(states, n_steps, dt=dt, progress=progress)
+    rows = []
+    for j, i in enumerate(picked):
+        pred = result.fields[j]
+        true = {n: truth[j][n].reshape(pred[n].shape) for n in names}
+        still = {n: np.broadcast_to(true[n][:1], true[n].shape) for n in names}
+        row: dict[str, Any] = {
+            "trajectory": i,
+            "reynolds": reynolds[j],
+            "nodes": int(pred[names[0]].shape[1]),
+            "rmse": {n: _horizons(_mse_per_step(pred[n], true[n])) for n in names},
+            "persistence_rmse": {n: _horizons(_mse_per_step(still[n], true[n])) for n in names},
+        }
+        velocity = engine.model.velocity_field
+        wake = [
+            wake_cross_velocity(states[j].mesh_pos, states[j].node_type, f[velocity])
+            for f in (pred, true)
+        ]
+        if wake[0] is not None:
+            row["wake"] = shedding(*wake)
+        rows.append(row)
+
+    def mean(key: str) -> dict[str, dict[str, float | None]]:
+        """Field -> horizon -> mean over trajectories (None: a horizon past the rollout)."""
+        out: dict[str, dict[str, float | None]] = {}
+        for n in names:
+            out[n] = {}
+            for h in rows[0][key][n]:
+                values = [r[key][n][h] for r in rows]
+                out[n][h] = None if None in values else float(np.mean(values))
+        return out
+
+    return {
+        "steps": n_steps,
+        "dt": dt,
+        "per_trajectory": rows,
+        "mean": mean("rmse"),
+        "persistence_mean": mean("persistence_rmse"),
+        "wall_time_s": result.wall_time_s,
+        "model_s_per_step": result.model_s_per_step,
+    }
 
 
 def mesh_rollout_report(
@@ -103,13 +267,7 @@ def mesh_rollout_report(
                     pred[name][0].shape
                 )
                 mse[name].append(float(np.mean(diff**2)))
-    rmse = {
-        name: {
-            **{str(h): rmse_at(mse[name], h) for h in HORIZONS},
-            "all": rmse_at(mse[name], None),
-        }
-        for name in names
-    }
+    rmse = {name: _horizons(mse[name]) for name in names}
     metrics: dict[str, Any] = {
         "checkpoint": str(checkpoint),
         "data": str(data),

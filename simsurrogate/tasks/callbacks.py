@@ -1,13 +1,16 @@
-"""Callbacks that leave files a person can read: learning curves and final metrics."""
+"""Training callbacks: files a person can read (learning curves, final metrics) and rollout
+validation, which scores checkpoints by what users run them for."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 
 
 def _log_dir(trainer: L.Trainer) -> Path:
@@ -87,3 +90,74 @@ class MetricsJSON(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == "validate":
             self._dump(trainer, "val")
+
+
+class MeshRolloutValidation(L.Callback):
+    """At each validation of a fit, roll the model out and log how far the rollout strays.
+
+    The one-step validation loss does not track rollout quality (a model can fit one step
+    well and still drift, or damp the vortex street, over hundreds of steps), so this rolls
+    the live model out from the first stored state of ``trajectories`` of ``data`` for
+    ``steps`` steps, exactly as the rollout engine does, and logs (for a
+    ``ModelCheckpoint(monitor=...)`` to choose by):
+
+    - ``val/rollout_rmse_<field>`` and ``val/rollout_rmse_<field>_<h>``: RMSE over all steps
+      and over the first h = 1, 50 steps (MeshGraphNets' definition), mean over trajectories;
+    - for flows past an obstacle, ``val/rollout_wake_amplitude_ratio`` (the model's wake
+      oscillation over the truth's, 1 is right, 0 a wake gone steady) and
+      ``val/rollout_wake_error`` (``|ln amplitude ratio| + |ln period ratio|``, each term
+      capped at 10; 0 is right),
+      over the second half of the rollout (:func:`~simsurrogate.rollout.mesh_report.shedding`),
+      mean over the trajectories whose true wake oscillates.
+
+    Args:
+        data: mesh-schema file with the truth (e.g. the validation file).
+        trajectories: indices of its trajectories to roll out (default: all).
+        steps: model steps (default: all the file has).
+        min_wake_std: true wake oscillations below this (m/s) count as steady and are left
+            out of the wake metrics.
+    """
+
+    def __init__(
+        self,
+        data: str,
+        trajectories: Sequence[int] | None = None,
+        steps: int | None = None,
+        min_wake_std: float = 1e-3,
+    ) -> None:
+        self.data = data
+        self.trajectories = None if trajectories is None else list(trajectories)
+        self.steps = steps
+        self.min_wake_std = min_wake_std
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        from simsurrogate.rollout.mesh_report import score_mesh_rollouts
+
+        model = pl_module.model
+        was_training = model.training
+        try:
+            scores = score_mesh_rollouts(model, self.data, self.trajectories, self.steps)
+        finally:
+            model.train(was_training)
+        for field, by_horizon in scores["mean"].items():
+            for horizon, value in by_horizon.items():
+                if value is None:  # a horizon longer than the rollout
+                    continue
+                suffix = "" if horizon == "all" else f"_{horizon}"
+                pl_module.log(f"val/rollout_rmse_{field}{suffix}", value, batch_size=1)
+        wakes = [
+            r["wake"]
+            for r in scores["per_trajectory"]
+            if "wake" in r and r["wake"]["truth_vy_std"] >= self.min_wake_std
+        ]
+        if wakes:
+            ratio = [w["model_vy_std"] / w["truth_vy_std"] for w in wakes]
+            error = [  # each term capped at 10: a steady wake has an infinite period
+                min(abs(np.log(max(w["model_vy_std"], 1e-12) / w["truth_vy_std"])), 10.0)
+                + min(abs(np.log(w["model_period_steps"] / w["truth_period_steps"])), 10.0)
+                for w in wakes
+            ]
+            pl_module.log("val/rollout_wake_amplitude_ratio", float(np.mean(ratio)), batch_size=1)
+            pl_module.log("val/rollout_wake_error", float(np.mean(error)), batch_size=1)
