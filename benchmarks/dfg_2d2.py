@@ -90,17 +90,18 @@ def summarize(results: Path) -> str:
         for p in [results / "dfg_2d2.json", *sorted((results / "dfg_2d2_runs").glob("*.json"))]
         if p.exists()
     ]
-    runs.sort(key=lambda r: (r["mesh"]["vertices"], -r["dt_s"]))
+    runs.sort(key=lambda r: (r["mesh"]["vertices"], -r["dt_s"], r["t_end_s"]))
     lines = [
-        "| scheme | vertices | h cylinder / max (m) | growth | dt (s) | max c_D | max c_L "
-        "| min c_L | St | command |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| scheme | vertices | h cylinder / max (m) | growth | dt (s) | measured t (s) "
+        "| max c_D | max c_L | min c_L | St | command |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         m, mesh = r["measured"], r["mesh"]
         lines.append(
             f"| {r.get('scheme_name', 'split')} | {mesh['vertices']} | {mesh['h_obstacle_m']} / "
-            f"{mesh['h_max_m']} | {mesh['growth']} | {r['dt_s']:g} | {m['cd_max']:.4f} | "
+            f"{mesh['h_max_m']} | {mesh['growth']} | {r['dt_s']:g} | "
+            f"{r['window_s'][0]:.0f}-{r['window_s'][1]:.0f} | {m['cd_max']:.4f} | "
             f"{m['cl_max']:.4f} | {r['details']['cl_min']:.4f} | {m['strouhal']:.4f} | "
             f"`{r['command']}` |"
         )
