@@ -9,7 +9,8 @@ import pytest
 import xarray as xr
 
 from simsurrogate.cli import main
-from simsurrogate.data.mesh import MeshReader, validate_mesh
+from simsurrogate.data.errors import DataError
+from simsurrogate.data.mesh import MeshReader, MeshWriter, validate_mesh
 from simsurrogate.data.node_types import NodeType
 from simsurrogate.sims.cylinder_dataset import (
     CylinderFlowConfig,
@@ -32,6 +33,25 @@ def test_parameters_depend_only_on_seed_split_and_index() -> None:
         assert SMALL.radius[0] <= p["radius"] <= SMALL.radius[1]
         assert SMALL.u_mean[0] <= p["u_mean"] <= SMALL.u_mean[1]
         assert 2 * p["radius"] < p["center_y"] < SMALL.height - 2 * p["radius"]
+
+
+def test_a_finished_split_of_another_size_is_refused(tmp_path: Path) -> None:
+    """A merged split is kept as it is; asking for a different number of trajectories is an
+    error naming the file, not a silent return of the old one."""
+    out = tmp_path / "cyl"
+    pos = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    with MeshWriter(out / "valid.h5") as w:
+        w.add_trajectory(
+            mesh_pos=pos,
+            cells=np.array([[0, 1, 2]]),
+            node_type=np.zeros(3, dtype=np.int64),
+            fields={"velocity": np.zeros((2, 3, 2), dtype=np.float32)},
+            time=np.array([0.0, 0.01]),
+        )
+    with pytest.raises(DataError, match=r"already holds 1 trajectories but 4 were asked"):
+        generate_cylinder_flow(out, n_train=0, n_valid=4, n_test=0, config=SMALL, progress=False)
+    kept = generate_cylinder_flow(out, n_train=0, n_valid=1, n_test=0, progress=False)
+    assert kept == {"valid": out / "valid.h5"}
 
 
 def test_bad_ranges_are_refused() -> None:

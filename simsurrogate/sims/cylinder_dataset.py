@@ -185,7 +185,18 @@ def generate_cylinder_flow(
     paths = {}
     for split, count in counts.items():
         paths[split] = out / f"{split}.h5"
-        if count < 1 or paths[split].exists():
+        if count < 1:
+            continue
+        if paths[split].exists():
+            with MeshReader(paths[split]) as reader:
+                held = len(reader)
+            if held != count:  # kept as is otherwise: say so rather than hand back the old one
+                raise DataError(
+                    f"{paths[split]} already holds {held} trajectories but {count} were asked "
+                    "for; pass overwrite=True (--overwrite) to make it again, or another out "
+                    "directory",
+                    path=paths[split],
+                )
             continue
         for i in range(count):
             part = out / "parts" / split / f"{i:06d}.h5"
