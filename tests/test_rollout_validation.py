@@ -8,10 +8,10 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import rectangle_mesh
+from conftest import rectangle_mesh, smoothing_trajectory
 
 from simsurrogate.data.errors import DataError
-from simsurrogate.data.mesh import MeshReader
+from simsurrogate.data.mesh import MeshReader, MeshWriter
 from simsurrogate.data.mesh_dynamics import MeshDataModule
 from simsurrogate.data.node_types import NodeType
 from simsurrogate.models import MeshGraphNet
@@ -138,3 +138,52 @@ def test_rollout_validation_logs_what_the_rollout_scores(
     assert "val/rollout_wake_error" not in logged  # no obstacle, no wake
     assert best.best_model_path.endswith("best.ckpt")
     assert float(best.best_model_score) <= float(logged["val/rollout_rmse_velocity"]) + 1e-7
+
+
+def test_rollout_validation_logs_the_wake_error(
+    mesh_dynamics_files: dict[str, Path], tmp_path: Path
+) -> None:
+    """Past an obstacle the callback also logs the wake amplitude ratio and the wake error
+    (|ln amplitude ratio| + |ln period ratio|) of the rollout it scored."""
+    pos, cells, node_type = rectangle_mesh(nx=25, ny=9)
+    node_type[np.argmin(np.linalg.norm(pos - [0.2, 0.2], axis=1))] = NodeType.OBSTACLE
+    fields = smoothing_trajectory(pos, cells, node_type, 32, seed=0)
+    assert wake_cross_velocity(pos, node_type, fields["velocity"]) is not None
+    dx = pos[:, 0] - 0.2
+    behind = (node_type == NodeType.NORMAL) & (dx > 0.1) & (dx < 0.6)
+    fields["velocity"][:, behind, 1] = 0.1 * np.sin(2 * np.pi * np.arange(32) / 8)[:, None]
+    path = tmp_path / "wake.h5"
+    with MeshWriter(path) as w:
+        w.add_trajectory(
+            mesh_pos=pos,
+            cells=cells,
+            node_type=node_type,
+            fields=fields,
+            time=np.arange(32) * 0.01,
+        )
+    L.seed_everything(0)
+    task = MeshDynamicsTask(_model(), lr=1e-3)
+    dm = MeshDataModule(str(mesh_dynamics_files["train"]), val=str(path), num_workers=0)
+    trainer = L.Trainer(
+        max_steps=2,
+        val_check_interval=2,
+        callbacks=[MeshRolloutValidation(str(path))],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(task, dm)
+    w = score_mesh_rollouts(task.model, path)["per_trajectory"][0]["wake"]
+    assert w["truth_vy_std"] == pytest.approx(0.1 / np.sqrt(2), rel=1e-3)
+    assert w["truth_period_steps"] == pytest.approx(8.0)
+    ratio = w["model_vy_std"] / w["truth_vy_std"]
+    error = min(abs(np.log(ratio)), 10) + min(
+        abs(np.log(w["model_period_steps"] / w["truth_period_steps"])), 10
+    )
+    logged = trainer.callback_metrics
+    assert float(logged["val/rollout_wake_amplitude_ratio"]) == pytest.approx(ratio, rel=1e-5)
+    assert float(logged["val/rollout_wake_error"]) == pytest.approx(error, rel=1e-5)
+    assert float(logged["val/rollout_wake_error"]) > 0.1  # an untrained model does not shed
