@@ -153,9 +153,22 @@ def score_mesh_rollouts(
         reynolds = [
             float(np.ravel(reader.attrs_of(i).get("reynolds", [np.nan]))[0]) for i in picked
         ]
+        states = []  # step 0 of the truth already read, the static mesh from the same file
+        for i, window in zip(picked, truth, strict=True):
+            static = reader.static(i)
+            states.append(
+                MeshState(
+                    mesh_pos=static["mesh_pos"],
+                    cells=static["cells"],
+                    node_type=static["node_type"],
+                    fields={n: v[0] for n, v in window.items()},
+                    time=float(reader.time(i)[0]),
+                    edge_index=static.get("edge_index"),
+                )
+            )
     dt = float(time_axis[1] - time_axis[0])
-    states = [MeshState.from_file(data, i, 0, names) for i in picked]
     result = engine.run(states, n_steps, dt=dt, progress=progress)
+    velocity = engine.model.velocity_field
     rows = []
     for j, i in enumerate(picked):
         pred = result.fields[j]
@@ -168,7 +181,6 @@ def score_mesh_rollouts(
             "rmse": {n: _horizons(_mse_per_step(pred[n], true[n])) for n in names},
             "persistence_rmse": {n: _horizons(_mse_per_step(still[n], true[n])) for n in names},
         }
-        velocity = engine.model.velocity_field
         wake = [
             wake_cross_velocity(states[j].mesh_pos, states[j].node_type, f[velocity])
             for f in (pred, true)
