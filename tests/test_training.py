@@ -223,40 +223,42 @@ def test_recipes_keep_a_fresh_last_checkpoint(path: Path) -> None:
 
 def test_recipe_last_checkpoint_is_the_final_state(nbody_dir: Path, tmp_path: Path) -> None:
     """With the learning rate at zero the validation loss never improves after the first
-    epoch, so only a last checkpoint written every validation holds the final step."""
+    epoch, so only a last checkpoint written every validation holds the final step; a run
+    resumed from it goes on from that step."""
     config = yaml.safe_load(RECIPE.read_text())
     for cb in config["trainer"]["callbacks"]:
         if "dirpath" in cb.get("init_args", {}):
             cb["init_args"]["dirpath"] = str(tmp_path / "ckpt")
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(config))
-    main(
-        [
-            "fit",
-            "--config",
-            str(recipe),
-            "--trainer.max_epochs",
-            "3",
-            "--trainer.check_val_every_n_epoch",
-            "1",
-            "--trainer.enable_progress_bar",
-            "false",
-            "--trainer.default_root_dir",
-            str(tmp_path),
-            "--trainer.logger",
-            "false",
-            "--model.init_args.model.init_args.hidden",
-            "8",
-            "--model.init_args.lr",
-            "0",
-            "--data.init_args.root",
-            str(nbody_dir),
-            "--data.init_args.max_train_samples",
-            "16",
-            "--data.init_args.batch_size",
-            "8",
-        ]
-    )
+    args = [
+        "--config",
+        str(recipe),
+        "--trainer.check_val_every_n_epoch",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.logger",
+        "false",
+        "--model.init_args.model.init_args.hidden",
+        "8",
+        "--model.init_args.lr",
+        "0",
+        "--data.init_args.root",
+        str(nbody_dir),
+        "--data.init_args.max_train_samples",
+        "16",
+        "--data.init_args.batch_size",
+        "8",
+    ]
+    main(["fit", *args, "--trainer.max_epochs", "3"])
     best = torch.load(tmp_path / "ckpt" / "best.ckpt", weights_only=True)
     last = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
     assert last["epoch"] == 2 and last["global_step"] > best["global_step"]
+    main(
+        ["fit", *args, "--trainer.max_epochs", "5", "--ckpt_path", str(tmp_path / "ckpt/last.ckpt")]
+    )
+    resumed = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
+    assert resumed["epoch"] == 4 and resumed["global_step"] == last["global_step"] * 5 // 3
