@@ -145,23 +145,27 @@ def test_unrolled_steps_carry_no_gradient_and_gather_no_statistics(moving_inflow
     for key, value in task.model.state_dict().items():
         if key in buffers:
             torch.testing.assert_close(value, buffers[key], msg=key)
-    # the scored step gathers statistics as in one-step training, once
-    before = float(task.model.output_normalizer.accumulations)
-    loss = task._step("train", pushed)
-    assert float(task.model.output_normalizer.accumulations) == before + 1
+    loss = task._step("train", pushed, accumulate=False)
     loss.backward()
     assert all(p.grad is not None for p in task.model.parameters() if p.requires_grad)
 
 
 def test_training_step_draws_k_from_zero_to_the_maximum(moving_inflow: Path, monkeypatch) -> None:
+    """k is drawn from 0..K; only the k = 0 batches, states of the data, feed the input and
+    output normalisers, never a state the model rolled out."""
     ds = MeshSteps(moving_inflow, FIELDS, unroll_steps=2)
     task = _task(unroll_steps=2)
+    task.train()
     drawn = []
     real = task._pushforward
     monkeypatch.setattr(task, "_pushforward", lambda g, k: drawn.append(k) or real(g, k))
+    normalizers = [task.model.node_normalizer, task.model.output_normalizer]
     torch.manual_seed(0)
     for _ in range(30):
+        before = [float(n.accumulations) for n in normalizers]
         task.training_step(ds[0], 0)
+        gathered = [float(n.accumulations) - b for n, b in zip(normalizers, before, strict=True)]
+        assert gathered == [float(drawn[-1] == 0)] * 2, (drawn[-1], gathered)
     assert set(drawn) == {0, 1, 2}
 
 

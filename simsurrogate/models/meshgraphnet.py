@@ -217,14 +217,15 @@ class MeshGraphNet(SurrogateModel):
         edge_x = torch.cat([rel, rel.norm(dim=-1, keepdim=True)], dim=-1)
         return node_x, edge_x
 
-    def forward(self, graph: Graph) -> Tensor:
+    def forward(self, graph: Graph, accumulate: bool | None = None) -> Tensor:
         """Normalised outputs (N, dim + sum(output_fields)) for a (batched) graph with nodes
         ``mesh_pos`` (N, dim), ``node_type`` (N,) and the velocity field (N, dim).
 
-        In training mode the input normalisers accumulate statistics."""
+        The input normalisers accumulate statistics if ``accumulate``; None: in training
+        mode."""
         node_x, edge_x = self._features(graph)
-        node_x = self.node_normalizer(node_x)
-        edge_x = self.edge_normalizer(edge_x)
+        node_x = self.node_normalizer(node_x, accumulate)
+        edge_x = self.edge_normalizer(edge_x, accumulate)
         return self.net(node_x, {"mesh": edge_x}, {"mesh": graph.edge_index})
 
     def raw_targets(self, graph: Graph, next_fields: Mapping[str, Tensor]) -> Tensor:

@@ -39,9 +39,11 @@ class MeshDynamicsTask(L.LightningModule):
     them (:func:`~simsurrogate.data.node_types.hold_boundary`), then takes the usual noisy
     one-step loss from the state it reached against the truth at t + k + 1. The model so
     learns to correct the errors of its own rollouts, not only the Gaussian noise. The
-    paper also grows K by one per epoch up to its maximum (a curriculum); here K is fixed,
-    meant for fine-tuning a model already trained one-step. The data module must carry the
-    windows (``MeshDataModule(unroll_steps >= K)``); validation and test stay one-step.
+    online normalisers gather statistics from the k = 0 batches only, so the model's own
+    states never shift them. The paper also grows K by one per epoch up to its maximum (a
+    curriculum); here K is fixed, meant for fine-tuning a model already trained one-step.
+    The data module must carry the windows (``MeshDataModule(unroll_steps >= K)``);
+    validation and test stay one-step.
 
     Args:
         model: the simulator.
@@ -183,14 +185,16 @@ class MeshDynamicsTask(L.LightningModule):
             nodes[f"next_{name}"] = graph.nodes[f"future_{name}"][:, k]
         return dataclasses.replace(graph, nodes=nodes)
 
-    def _step(self, stage: str, graph: Graph) -> Tensor:
+    def _step(self, stage: str, graph: Graph, accumulate: bool = True) -> Tensor:
+        """Loss of one batch; in training the normalisers gather statistics if
+        ``accumulate``."""
         train = stage == "train"
         if train and self.noise_std > 0:
             graph = self._noisy(graph)
         nxt = {f: graph.nodes[f"next_{f}"] for f in self.model.fields}
         raw = self.model.raw_targets(graph, nxt)
-        target = self.model.normalize_targets(raw, accumulate=train)
-        out = self.model(graph)
+        target = self.model.normalize_targets(raw, accumulate=train and accumulate)
+        out = self.model(graph, accumulate=train and accumulate)
         mask = self.model.loss_mask(graph.nodes["node_type"])
         err = ((out - target) ** 2 * self._weights)[mask]
         loss = err.sum(-1).mean()
@@ -220,10 +224,12 @@ class MeshDynamicsTask(L.LightningModule):
         return loss
 
     def training_step(self, graph: Graph, batch_idx: int) -> Tensor:
+        k = 0
         if self.unroll_steps > 0:
             k = int(torch.randint(0, self.unroll_steps + 1, ()))
             graph = self._pushforward(graph, k)
-        return self._step("train", graph)
+        # the normalisers describe the data: a state the model rolled out does not feed them
+        return self._step("train", graph, accumulate=k == 0)
 
     def validation_step(self, graph: Graph, batch_idx: int) -> None:
         self._step("val", graph)
