@@ -20,6 +20,7 @@ from simsurrogate.rollout.mesh_report import (
     score_mesh_rollouts,
     shedding,
     wake_cross_velocity,
+    wake_error,
 )
 from simsurrogate.tasks import MeshDynamicsTask
 from simsurrogate.tasks.callbacks import MeshRolloutValidation
@@ -64,6 +65,29 @@ def test_shedding_measures_amplitude_and_period_of_the_late_half() -> None:
     dying = truth * (steps < 150)[:, None]
     w = shedding(dying, truth)
     assert w["model_vy_std"] == 0.0 and w["model_period_steps"] == float("inf")
+
+
+def test_wake_error_is_zero_for_the_true_wake_and_grows_with_its_mismatch() -> None:
+    steps = np.arange(400)
+    truth = 0.2 * np.sin(2 * np.pi * steps / 40)[:, None] * np.ones(5)
+    assert wake_error(shedding(truth, truth)) == pytest.approx(0.0, abs=1e-9)
+    # half the amplitude, same period: ln 2
+    assert wake_error(shedding(truth / 2, truth)) == pytest.approx(np.log(2), rel=1e-6)
+    # same amplitude, period 25 steps against 40: ln 1.6
+    faster = 0.2 * np.sin(2 * np.pi * steps / 25)[:, None] * np.ones(5)
+    assert wake_error(shedding(faster, truth)) == pytest.approx(np.log(1.6), rel=1e-6)
+    # a wake that has died to noise is steady: its period is infinite, as a flat wake's,
+    # not the period of the noise (which here would be the truth's)
+    flat = wake_error(shedding(np.zeros_like(truth), truth))
+    faint = truth * 1e-3 + 1e-5 * np.random.default_rng(0).standard_normal(truth.shape)
+    w = shedding(faint, truth)
+    assert w["model_vy_std"] < 1e-3 and w["model_period_steps"] == pytest.approx(40, rel=1e-6)
+    assert wake_error(w) == pytest.approx(np.log(w["truth_vy_std"] / w["model_vy_std"]) + 10)
+    assert flat == pytest.approx(20.0)  # both terms at their cap
+    # above the threshold the period counts again
+    assert wake_error(w, min_std=1e-4) == pytest.approx(
+        np.log(w["truth_vy_std"] / w["model_vy_std"]), rel=1e-6
+    )
 
 
 def test_scores_are_the_rmse_of_the_engine_rollout(mesh_dynamics_files: dict[str, Path]) -> None:
@@ -180,9 +204,7 @@ def test_rollout_validation_logs_the_wake_error(
     assert w["truth_vy_std"] == pytest.approx(0.1 / np.sqrt(2), rel=1e-3)
     assert w["truth_period_steps"] == pytest.approx(8.0)
     ratio = w["model_vy_std"] / w["truth_vy_std"]
-    error = min(abs(np.log(ratio)), 10) + min(
-        abs(np.log(w["model_period_steps"] / w["truth_period_steps"])), 10
-    )
+    error = wake_error(w)
     logged = trainer.callback_metrics
     assert float(logged["val/rollout_wake_amplitude_ratio"]) == pytest.approx(ratio, rel=1e-5)
     assert float(logged["val/rollout_wake_error"]) == pytest.approx(error, rel=1e-5)

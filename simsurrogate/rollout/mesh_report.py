@@ -100,6 +100,16 @@ def shedding(pred_vy: np.ndarray, true_vy: np.ndarray) -> dict[str, float]:
     return out
 
 
+def wake_error(wake: dict[str, float], min_std: float = 1e-3) -> float:
+    """How far a rollout's vortex street is from the truth's, 0 when it matches: ``|ln
+    amplitude ratio| + |ln period ratio|`` from a :func:`shedding` result, each term capped
+    at 10. A model wake whose std is under ``min_std`` (m/s) counts as steady, so its period
+    is infinite (the capped term) rather than the arbitrary period of a near-zero signal."""
+    amplitude = abs(np.log(max(wake["model_vy_std"], 1e-12) / wake["truth_vy_std"]))
+    period = wake["model_period_steps"] if wake["model_vy_std"] >= min_std else float("inf")
+    return min(amplitude, 10.0) + min(abs(np.log(period / wake["truth_period_steps"])), 10.0)
+
+
 def score_mesh_rollouts(
     model: SurrogateModel | MeshRollout,
     data: str | Path,

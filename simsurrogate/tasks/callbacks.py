@@ -105,8 +105,8 @@ class MeshRolloutValidation(L.Callback):
       and over the first h = 1, 50 steps (MeshGraphNets' definition), mean over trajectories;
     - for flows past an obstacle, ``val/rollout_wake_amplitude_ratio`` (the model's wake
       oscillation over the truth's, 1 is right, 0 a wake gone steady) and
-      ``val/rollout_wake_error`` (``|ln amplitude ratio| + |ln period ratio|``, each term
-      capped at 10; 0 is right),
+      ``val/rollout_wake_error`` (:func:`~simsurrogate.rollout.mesh_report.wake_error`:
+      ``|ln amplitude ratio| + |ln period ratio|``, each term capped at 10; 0 is right),
       over the second half of the rollout (:func:`~simsurrogate.rollout.mesh_report.shedding`),
       mean over the trajectories whose true wake oscillates.
 
@@ -114,8 +114,8 @@ class MeshRolloutValidation(L.Callback):
         data: mesh-schema file with the truth (e.g. the validation file).
         trajectories: indices of its trajectories to roll out (default: all).
         steps: model steps (default: all the file has).
-        min_wake_std: true wake oscillations below this (m/s) count as steady and are left
-            out of the wake metrics.
+        min_wake_std: wake oscillations below this (m/s) count as steady: a true one is
+            left out of the wake metrics, a predicted one has an infinite period.
     """
 
     def __init__(
@@ -133,7 +133,7 @@ class MeshRolloutValidation(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
-        from simsurrogate.rollout.mesh_report import score_mesh_rollouts
+        from simsurrogate.rollout.mesh_report import score_mesh_rollouts, wake_error
 
         model = pl_module.model
         was_training = model.training
@@ -154,10 +154,6 @@ class MeshRolloutValidation(L.Callback):
         ]
         if wakes:
             ratio = [w["model_vy_std"] / w["truth_vy_std"] for w in wakes]
-            error = [  # each term capped at 10: a steady wake has an infinite period
-                min(abs(np.log(max(w["model_vy_std"], 1e-12) / w["truth_vy_std"])), 10.0)
-                + min(abs(np.log(w["model_period_steps"] / w["truth_period_steps"])), 10.0)
-                for w in wakes
-            ]
+            error = [wake_error(w, self.min_wake_std) for w in wakes]
             pl_module.log("val/rollout_wake_amplitude_ratio", float(np.mean(ratio)), batch_size=1)
             pl_module.log("val/rollout_wake_error", float(np.mean(error)), batch_size=1)
