@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,23 +36,63 @@ def test_parameters_depend_only_on_seed_split_and_index() -> None:
         assert 2 * p["radius"] < p["center_y"] < SMALL.height - 2 * p["radius"]
 
 
-def test_a_finished_split_of_another_size_is_refused(tmp_path: Path) -> None:
-    """A merged split is kept as it is; asking for a different number of trajectories is an
-    error naming the file, not a silent return of the old one."""
-    out = tmp_path / "cyl"
+def _fake_trajectory_file(path: Path, attrs: dict, params: dict | None = None) -> None:
+    """A one-trajectory mesh file with the given file and trajectory attributes, unsolved."""
     pos = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    with MeshWriter(out / "valid.h5") as w:
+    with MeshWriter(path, attrs=attrs) as w:
         w.add_trajectory(
             mesh_pos=pos,
             cells=np.array([[0, 1, 2]]),
             node_type=np.zeros(3, dtype=np.int64),
             fields={"velocity": np.zeros((2, 3, 2), dtype=np.float32)},
             time=np.array([0.0, 0.01]),
+            attrs=params,
         )
+
+
+def test_a_finished_split_of_another_size_is_refused(tmp_path: Path) -> None:
+    """A merged split is kept as it is; asking for a different number of trajectories is an
+    error naming the file, not a silent return of the old one."""
+    out = tmp_path / "cyl"
+    _fake_trajectory_file(out / "valid.h5", {"seed": 0, **asdict(SMALL)})
     with pytest.raises(DataError, match=r"already holds 1 trajectories but 4 were asked"):
         generate_cylinder_flow(out, n_train=0, n_valid=4, n_test=0, config=SMALL, progress=False)
-    kept = generate_cylinder_flow(out, n_train=0, n_valid=1, n_test=0, progress=False)
+    kept = generate_cylinder_flow(out, n_train=0, n_valid=1, n_test=0, config=SMALL, progress=False)
     assert kept == {"valid": out / "valid.h5"}
+
+
+def test_files_made_with_other_settings_are_refused(tmp_path: Path) -> None:
+    """A re-run with another seed or configuration than the files on disk were made with is
+    an error naming what differs, for a finished split and for the parts of an interrupted
+    run alike, never a dataset that mixes two configurations."""
+    out = tmp_path / "cyl"
+    _fake_trajectory_file(out / "test.h5", {"seed": 0, **asdict(SMALL)})
+    with pytest.raises(DataError, match=r"other settings.*'n_steps': \(6, 7\)"):
+        generate_cylinder_flow(
+            out, n_train=0, n_valid=0, n_test=1, config=replace(SMALL, n_steps=7), progress=False
+        )
+    with pytest.raises(DataError, match=r"other settings.*'seed': \(0, 3\)"):
+        generate_cylinder_flow(
+            out, n_train=0, n_valid=0, n_test=1, seed=3, config=SMALL, progress=False
+        )
+    # the part an interrupted run left: other settings are refused before anything is solved
+    part = out / "parts" / "train" / "000000.h5"
+    _fake_trajectory_file(part, asdict(SMALL), trajectory_parameters(SMALL, 0, "train", 0))
+    with pytest.raises(DataError, match=r"000000.h5 was made with other settings.*'dt'"):
+        generate_cylinder_flow(
+            out, n_train=1, n_valid=0, n_test=0, config=replace(SMALL, dt=0.02), progress=False
+        )
+    with pytest.raises(DataError, match=r"other settings.*'u_mean'"):
+        generate_cylinder_flow(
+            out, n_train=1, n_valid=0, n_test=0, seed=1, config=SMALL, progress=False
+        )
+    # with the settings it was made with, the part counts as finished and is merged as it is
+    paths = generate_cylinder_flow(
+        out, n_train=1, n_valid=0, n_test=0, config=SMALL, progress=False
+    )
+    with MeshReader(paths["train"]) as reader:
+        assert reader.attrs["seed"] == 0 and reader.attrs["n_steps"] == SMALL.n_steps
+        assert reader.attrs_of(0) == trajectory_parameters(SMALL, 0, "train", 0)
 
 
 def test_bad_ranges_are_refused() -> None:

@@ -11,11 +11,14 @@ its own part file ``<out>/parts/<split>/<index>.h5`` (atomically), so a killed r
 finished trajectory and a re-run only solves the missing ones. When every part of a split
 exists they are merged into ``<out>/<split>.h5`` and the parts are removed. Parameters depend
 only on (seed, split, index), never on the worker count or the order of completion, so the
-data are the same however the run was split or resumed.
+data are the same however the run was split or resumed. Part and merged files record the
+settings they were made with; a re-run with other settings is refused rather than mixing
+trajectories of two configurations.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -25,6 +28,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -89,8 +93,30 @@ def trajectory_parameters(
     raise ValueError(f"no obstacle fits the channel with the ranges of {config}")
 
 
+def _plain(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` as JSON would give them back (tuples as lists), to compare with attributes
+    read from a file."""
+    return json.loads(json.dumps(dict(values)))
+
+
+def _differences(found: Mapping[str, Any], expected: Mapping[str, Any]) -> dict[str, tuple]:
+    """Keys of ``expected`` whose value in ``found`` differs: key -> (found, expected)."""
+    return {k: (found.get(k), v) for k, v in expected.items() if found.get(k) != v}
+
+
+def _refuse_other_settings(path: Path, differences: Mapping[str, tuple]) -> None:
+    if differences:
+        raise DataError(
+            f"{path} was made with other settings (found, asked): {dict(differences)}; re-run "
+            "with the settings it was made with, or pass overwrite=True (--overwrite) to make "
+            "it again",
+            path=path,
+        )
+
+
 def solve_trajectory(config: CylinderFlowConfig, params: Mapping[str, float], path: Path) -> Path:
-    """Solve one trajectory and write it as a one-trajectory mesh file at ``path``."""
+    """Solve one trajectory and write it as a one-trajectory mesh file at ``path``, with the
+    configuration as file attributes and ``params`` as the trajectory's."""
     geom = ChannelGeometry(
         config.length, config.height, (params["center_x"], params["center_y"]), params["radius"]
     )
@@ -110,7 +136,7 @@ def solve_trajectory(config: CylinderFlowConfig, params: Mapping[str, float], pa
     reynolds = params["u_mean"] * 2 * params["radius"] / config.nu
     attrs = {**params, "nu": config.nu, "reynolds": reynolds, "solver_seconds": seconds}
     path.parent.mkdir(parents=True, exist_ok=True)
-    with MeshWriter(path, overwrite=True) as writer:
+    with MeshWriter(path, attrs=asdict(config), overwrite=True) as writer:
         writer.add_trajectory(
             mesh_pos=data["mesh_pos"],
             cells=data["cells"],
@@ -122,18 +148,24 @@ def solve_trajectory(config: CylinderFlowConfig, params: Mapping[str, float], pa
     return path
 
 
-def _part_ok(path: Path) -> bool:
+def _part_ok(path: Path, config: CylinderFlowConfig, params: Mapping[str, float]) -> bool:
     """A finished part: readable, one trajectory. Parts are written atomically, so a killed
-    run leaves either a whole file or none; a damaged file is solved again."""
+    run leaves either a whole file or none; a damaged file is solved again. A part made with
+    another configuration or other parameters raises :class:`DataError`."""
     if not path.exists():
         return False
     try:
-        reader = MeshReader(path)
-        ok = len(reader) == 1
-        reader.close()
-        return ok
+        with MeshReader(path) as reader:
+            if len(reader) != 1:
+                return False
+            found, found_params = reader.attrs, reader.attrs_of(0)
     except (DataError, OSError):
         return False
+    _refuse_other_settings(
+        path,
+        {**_differences(found, _plain(asdict(config))), **_differences(found_params, params)},
+    )
+    return True
 
 
 def _merge(parts: list[Path], dest: Path, attrs: Mapping) -> None:
@@ -181,6 +213,7 @@ def generate_cylinder_flow(
         for split in SPLITS:
             (out / f"{split}.h5").unlink(missing_ok=True)
     counts = {"train": n_train, "valid": n_valid, "test": n_test}
+    settings = _plain({"seed": seed, **asdict(config)})
     todo: list[tuple[str, int, Path]] = []
     paths = {}
     for split, count in counts.items():
@@ -189,7 +222,8 @@ def generate_cylinder_flow(
             continue
         if paths[split].exists():
             with MeshReader(paths[split]) as reader:
-                held = len(reader)
+                held, found = len(reader), reader.attrs
+            _refuse_other_settings(paths[split], _differences(found, settings))
             if held != count:  # kept as is otherwise: say so rather than hand back the old one
                 raise DataError(
                     f"{paths[split]} already holds {held} trajectories but {count} were asked "
@@ -200,7 +234,7 @@ def generate_cylinder_flow(
             continue
         for i in range(count):
             part = out / "parts" / split / f"{i:06d}.h5"
-            if not _part_ok(part):
+            if not _part_ok(part, config, trajectory_parameters(config, seed, split, i)):
                 todo.append((split, i, part))
     workers = workers or os.cpu_count() or 1
     bar = tqdm(total=len(todo), desc="cylinder-flow trajectories", disable=not progress)
@@ -225,7 +259,7 @@ def generate_cylinder_flow(
                     ) from exc
                 bar.update()
     bar.close()
-    attrs = {"generator": "simsurrogate.sims.cylinder_dataset", "seed": seed, **asdict(config)}
+    attrs = {"generator": "simsurrogate.sims.cylinder_dataset", **settings}
     for split, count in counts.items():
         if count < 1 or paths[split].exists():
             continue
