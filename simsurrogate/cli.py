@@ -123,12 +123,16 @@ def _split_options(args: argparse.Namespace) -> dict:
 def _generate_cylinder_flow(args: argparse.Namespace) -> dict:
     from simsurrogate.sims.cylinder_dataset import CylinderFlowConfig, generate_cylinder_flow
 
-    sizes = {"h_max": args.h_max, "h_obstacle": args.h_obstacle}
+    given = {
+        "h_max": args.h_max,
+        "h_obstacle": args.h_obstacle,
+        **{k: args.__dict__[k] for k in ("radius", "center_x", "center_y", "u_mean")},
+    }
     config = CylinderFlowConfig(
         n_steps=args.steps,
         dt=args.dt,
         warmup=args.warmup,
-        **{name: value for name, value in sizes.items() if value is not None},
+        **{name: tuple(v) if isinstance(v, list) else v for name, v in given.items() if v},
     )
     return generate_cylinder_flow(args.out, config=config, **_split_options(args))
 
@@ -404,6 +408,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--h-obstacle", type=float, help="element size at the obstacle (m; default 0.007)"
     )
+    for name, what, (low, high) in (  # defaults of CylinderFlowConfig, not imported: slow
+        ("radius", "obstacle radius (m)", (0.03, 0.06)),
+        ("center_x", "obstacle centre x (m)", (0.2, 0.5)),
+        ("center_y", "obstacle centre y (m)", (0.13, 0.28)),
+        ("u_mean", "mean inflow speed (m/s)", (0.5, 1.0)),
+    ):
+        p.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=float,
+            nargs=2,
+            metavar=("LOW", "HIGH"),
+            help=f"range of the {what}, drawn uniformly (default {low} {high})",
+        )
     p.add_argument("--workers", type=int, default=None, help="solver processes (default: cores)")
 
     p = generator(

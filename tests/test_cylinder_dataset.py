@@ -184,3 +184,27 @@ def test_cli_generates_cylinder_flow(tmp_path: Path) -> None:
     )
     assert code == 0
     assert len(MeshReader(tmp_path / "train.h5")) == 1
+
+
+def test_cli_ranges_reach_the_generator(tmp_path: Path, capsys) -> None:
+    """--radius/--center-x/--center-y/--u-mean set the ranges trajectories are drawn from;
+    the help states the generator's own defaults."""
+    with pytest.raises(SystemExit):
+        main(["data", "generate", "cylinder-flow", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    defaults = CylinderFlowConfig()
+    for name in ("radius", "center_x", "center_y", "u_mean"):
+        low, high = getattr(defaults, name)
+        assert f"--{name.replace('_', '-')} LOW HIGH" in text
+        assert f"(default {low} {high})" in text
+    args = ["data", "generate", "cylinder-flow", "--out", str(tmp_path), "--n-train", "1"]
+    args += ["--n-valid", "0", "--n-test", "0", "--steps", "2", "--warmup", "0", "--workers", "1"]
+    args += ["--h-max", "0.05", "--h-obstacle", "0.015", "--u-mean", "0.6", "0.6"]
+    args += ["--radius", "0.04", "0.04", "--center-x", "0.3", "0.3", "--center-y", "0.2", "0.2"]
+    assert main(args) == 0
+    with MeshReader(tmp_path / "train.h5") as reader:
+        assert reader.attrs["u_mean"] == [0.6, 0.6]
+        params = reader.attrs_of(0)
+    assert (params["u_mean"], params["radius"]) == (0.6, 0.04)
+    assert (params["center_x"], params["center_y"]) == (0.3, 0.2)
+    assert params["reynolds"] == pytest.approx(48.0)
