@@ -221,6 +221,7 @@ def test_recipes_keep_a_fresh_last_checkpoint(path: Path) -> None:
     assert {cb["dirpath"] for cb in callbacks} == {last[0]["dirpath"]}, path
 
 
+@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
 def test_recipe_last_checkpoint_is_the_final_state(nbody_dir: Path, tmp_path: Path) -> None:
     """With the learning rate at zero the validation loss never improves after the first
     epoch, so only a last checkpoint written every validation holds the final step; a run
