@@ -61,6 +61,12 @@ def test_a_finished_split_of_another_size_is_refused(tmp_path: Path) -> None:
     assert kept == {"valid": out / "valid.h5"}
 
 
+def _one(out: Path, split: str, seed: int = 0, config: CylinderFlowConfig = SMALL) -> dict:
+    """Generate one trajectory of ``split`` (and none of the others) under ``out``."""
+    counts = {"n_train": 0, "n_valid": 0, "n_test": 0, f"n_{split}": 1}
+    return generate_cylinder_flow(out, seed=seed, config=config, progress=False, **counts)
+
+
 def test_files_made_with_other_settings_are_refused(tmp_path: Path) -> None:
     """A re-run with another seed or configuration than the files on disk were made with is
     an error naming what differs, for a finished split and for the parts of an interrupted
@@ -68,29 +74,18 @@ def test_files_made_with_other_settings_are_refused(tmp_path: Path) -> None:
     out = tmp_path / "cyl"
     _fake_trajectory_file(out / "test.h5", {"seed": 0, **asdict(SMALL)})
     with pytest.raises(DataError, match=r"other settings.*'n_steps': \(6, 7\)"):
-        generate_cylinder_flow(
-            out, n_train=0, n_valid=0, n_test=1, config=replace(SMALL, n_steps=7), progress=False
-        )
+        _one(out, "test", config=replace(SMALL, n_steps=7))
     with pytest.raises(DataError, match=r"other settings.*'seed': \(0, 3\)"):
-        generate_cylinder_flow(
-            out, n_train=0, n_valid=0, n_test=1, seed=3, config=SMALL, progress=False
-        )
+        _one(out, "test", seed=3)
     # the part an interrupted run left: other settings are refused before anything is solved
     part = out / "parts" / "train" / "000000.h5"
     _fake_trajectory_file(part, asdict(SMALL), trajectory_parameters(SMALL, 0, "train", 0))
     with pytest.raises(DataError, match=r"000000.h5 was made with other settings.*'dt'"):
-        generate_cylinder_flow(
-            out, n_train=1, n_valid=0, n_test=0, config=replace(SMALL, dt=0.02), progress=False
-        )
+        _one(out, "train", config=replace(SMALL, dt=0.02))
     with pytest.raises(DataError, match=r"other settings.*'u_mean'"):
-        generate_cylinder_flow(
-            out, n_train=1, n_valid=0, n_test=0, seed=1, config=SMALL, progress=False
-        )
+        _one(out, "train", seed=1)
     # with the settings it was made with, the part counts as finished and is merged as it is
-    paths = generate_cylinder_flow(
-        out, n_train=1, n_valid=0, n_test=0, config=SMALL, progress=False
-    )
-    with MeshReader(paths["train"]) as reader:
+    with MeshReader(_one(out, "train")["train"]) as reader:
         assert reader.attrs["seed"] == 0 and reader.attrs["n_steps"] == SMALL.n_steps
         assert reader.attrs_of(0) == trajectory_parameters(SMALL, 0, "train", 0)
 
