@@ -24,6 +24,7 @@ layers; the worker replaces it with a stub module, as the MeshGraphNet uses none
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import resource
@@ -112,8 +113,12 @@ def _worker(args: argparse.Namespace) -> None:
     model = model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
+    bf16 = args.precision == "bf16-mixed"
+
     def step() -> float:
-        loss = torch.nn.functional.mse_loss(forward(), target)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = forward()
+        loss = torch.nn.functional.mse_loss(out.float(), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -180,7 +185,9 @@ def _build_anchor(venv: Path) -> None:
     subprocess.run(pip + constraint + [str(next(wheels.glob("torch_scatter*.whl")))], check=True)
 
 
-def _run(python: str, impl: str, concat: bool, graph: Path, args: argparse.Namespace) -> dict:
+def _run(
+    python: str, impl: str, concat: bool, precision: str, graph: Path, args: argparse.Namespace
+) -> dict:
     cmd = [
         python,
         __file__,
@@ -196,6 +203,8 @@ def _run(python: str, impl: str, concat: bool, graph: Path, args: argparse.Names
         str(args.warmup),
         "--device",
         args.device,
+        "--precision",
+        precision,
     ]
     if concat:
         cmd.append("--concat-trick")
@@ -205,12 +214,31 @@ def _run(python: str, impl: str, concat: bool, graph: Path, args: argparse.Names
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _key(impl: str, concat: bool, precision: str) -> str:
+    """Row name of one configuration, e.g. ``simsurrogate +concat bf16-mixed``."""
+    return impl + (" +concat" if concat else "") + ("" if precision == "32" else f" {precision}")
+
+
+def _ratio(
+    rows: dict[str, dict], anchor: tuple[str, bool], ours: tuple[str, bool], precision: str
+) -> float:
+    """Time per step of ``anchor`` over that of ``ours`` (> 1: ours is faster)."""
+    return rows[_key(*anchor, precision)]["s_per_step"] / rows[_key(*ours, precision)]["s_per_step"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--worker", choices=["simsurrogate", "physicsnemo"], help=argparse.SUPPRESS)
     parser.add_argument("--graph", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--concat-trick", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="32", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="also time both libraries under bf16 autocast (mixed precision: float32 "
+        "weights and optimizer, matrix products in bfloat16)",
+    )
     parser.add_argument("--anchor-python", default=str(ROOT / "out/venvs/physicsnemo/bin/python"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per repetition")
@@ -236,11 +264,12 @@ def main() -> None:
         ("simsurrogate", False, sys.executable),
         ("physicsnemo", True, args.anchor_python),
     ]
+    precisions = ["32", "bf16-mixed"] if args.bf16 else ["32"]
     runs: dict[str, list[dict]] = {}
     for rep in range(args.repeats):
-        for impl, concat, python in configs:
-            key = f"{impl}{' +concat' if concat else ''}"
-            runs.setdefault(key, []).append(_run(python, impl, concat, graph, args))
+        for (impl, concat, python), precision in itertools.product(configs, precisions):
+            key = _key(impl, concat, precision)
+            runs.setdefault(key, []).append(_run(python, impl, concat, precision, graph, args))
             print(f"rep {rep}: {key}: {runs[key][-1]['median_s']:.3f} s/step", flush=True)
     rows = {}
     for key, results in runs.items():
@@ -250,7 +279,20 @@ def main() -> None:
             "peak_mib": max(r["peak_mib"] for r in results),
             "params": results[0]["params"],
         }
-    ours, theirs = rows["simsurrogate +concat"], rows["physicsnemo"]
+    speedups = {
+        precision: {
+            "default_vs_default": _ratio(
+                rows, ("physicsnemo", False), ("simsurrogate", True), precision
+            ),
+            "concat_vs_concat": _ratio(
+                rows, ("physicsnemo", True), ("simsurrogate", True), precision
+            ),
+            "plain_vs_plain": _ratio(
+                rows, ("physicsnemo", False), ("simsurrogate", False), precision
+            ),
+        }
+        for precision in precisions
+    }
     report = {
         "benchmark": "MeshGraphNet training step (forward, backward, Adam), one graph",
         "graph": {k: runs["physicsnemo"][0][k] for k in ("nodes", "edges")},
@@ -260,35 +302,39 @@ def main() -> None:
         "steps_per_repeat": args.steps,
         "repeats": args.repeats,
         "results": rows,
-        "speedup_default_vs_default": theirs["s_per_step"] / ours["s_per_step"],
-        "speedup_concat_vs_concat": rows["physicsnemo +concat"]["s_per_step"] / ours["s_per_step"],
-        "speedup_plain_vs_plain": theirs["s_per_step"] / rows["simsurrogate"]["s_per_step"],
+        "speedups": speedups,
         "command": "python " + " ".join(sys.argv),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "mgn_speed.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
-        "| implementation | concat trick | parameters | s / step | graphs / s | peak MiB |",
-        "|---|---|---|---|---|---|",
+        "| implementation | concat trick | precision | parameters | s / step | graphs / s "
+        "| peak MiB |",
+        "|---|---|---|---|---|---|---|",
     ]
     for key, r in rows.items():
         impl = key.split()[0]
+        precision = "bf16-mixed" if key.endswith("bf16-mixed") else "32"
         lines.append(
-            f"| {impl} | {'yes' if '+concat' in key else 'no'} | {r['params']:,} | "
+            f"| {impl} | {'yes' if '+concat' in key else 'no'} | {precision} | {r['params']:,} | "
             f"{r['s_per_step']:.3f} | {r['graphs_per_s']:.2f} | {r['peak_mib']:.0f} |"
         )
     g = report["graph"]
+    lines.append("")
+    for precision, sp in speedups.items():
+        lines.append(
+            f"Speed-up at precision {precision}, each library's default (ours: concat trick on; "
+            f"PhysicsNeMo: off): **{sp['default_vs_default']:.2f}x**; both with the concat "
+            f"trick: {sp['concat_vs_concat']:.2f}x; both without: {sp['plain_vs_plain']:.2f}x."
+        )
     lines += [
-        "",
-        f"Speed-up, each library's default (ours: concat trick on; PhysicsNeMo: off): "
-        f"**{report['speedup_default_vs_default']:.2f}x**; both with the concat trick: "
-        f"{report['speedup_concat_vs_concat']:.2f}x; both without: "
-        f"{report['speedup_plain_vs_plain']:.2f}x.",
         "",
         f"One training step on a {g['nodes']}-node / {g['edges']}-edge cylinder-flow mesh, "
         f"{args.device}, {args.threads} threads, median of {args.repeats} interleaved "
         f"subprocess runs of {args.steps} steps each. Peak memory is the worker process's "
-        "maximum resident set (CPU) or torch's peak allocation (CUDA).",
+        "maximum resident set (CPU) or torch's peak allocation (CUDA). bf16-mixed: the forward "
+        "pass under `torch.autocast(dtype=torch.bfloat16)`, weights, gradients and Adam in "
+        "float32 (Lightning's `precision: bf16-mixed`).",
         "",
         f"`{report['command']}` on {report['machine']}.",
     ]

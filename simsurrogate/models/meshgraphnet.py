@@ -25,6 +25,7 @@ from torch.utils.checkpoint import checkpoint
 from simsurrogate.data.node_types import NodeType, predicted_nodes
 from simsurrogate.graph import Graph
 from simsurrogate.models.base import SurrogateModel
+from simsurrogate.models.linear import Linear, linear
 from simsurrogate.models.normalization import Normalizer
 
 __all__ = ["EncodeProcessDecode", "GraphNetBlock", "MeshGraphNet"]
@@ -35,8 +36,8 @@ def _mlp(n_in: int, latent: int, n_out: int, hidden_layers: int, layer_norm: boo
     sizes = [n_in] + [latent] * hidden_layers
     layers: list[nn.Module] = []
     for a, b in zip(sizes[:-1], sizes[1:], strict=True):
-        layers += [nn.Linear(a, b), nn.ReLU(inplace=True)]
-    layers.append(nn.Linear(sizes[-1], n_out))
+        layers += [Linear(a, b), nn.ReLU(inplace=True)]
+    layers.append(Linear(sizes[-1], n_out))
     if layer_norm:
         layers.append(nn.LayerNorm(n_out))
     return nn.Sequential(*layers)
@@ -57,13 +58,16 @@ class _EdgeMLP(nn.Module):
         self.net = _mlp(3 * latent, latent, latent, hidden_layers, layer_norm=True)
 
     def forward(self, e: Tensor, h: Tensor, index: Tensor) -> Tensor:
+        sender, receiver = index[0], index[1]
         if not self.concat_trick:
-            return self.net(torch.cat([e, h[index[0]], h[index[1]]], dim=-1))
+            x = torch.cat([e, h.index_select(0, sender), h.index_select(0, receiver)], dim=-1)
+            return self.net(x)
         first: nn.Linear = self.net[0]  # type: ignore[assignment]
         w_e, w_s, w_r = first.weight.split(e.shape[-1], dim=1)
-        node_s = h @ w_s.T
-        node_r = h @ w_r.T
-        x = torch.addmm(first.bias, e, w_e.T) + node_s[index[0]] + node_r[index[1]]
+        # one (N, 2 latent) product for both node maps: [h W_s^T | h W_r^T]
+        node_s, node_r = linear(h, torch.cat([w_s, w_r])).chunk(2, dim=1)
+        x = linear(e, w_e, first.bias)
+        x = x + node_s.index_select(0, sender) + node_r.index_select(0, receiver)
         return self.net[1:](x)
 
 
