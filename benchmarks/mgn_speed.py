@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import platform
 import resource
 import statistics
@@ -186,8 +187,15 @@ def _build_anchor(venv: Path) -> None:
 
 
 def _run(
-    python: str, impl: str, concat: bool, precision: str, graph: Path, args: argparse.Namespace
+    python: str,
+    impl: str,
+    concat: bool,
+    precision: str,
+    graph: Path,
+    args: argparse.Namespace,
+    mkl: bool = False,
 ) -> dict:
+    """One worker subprocess; ``mkl``: ours with its float32 products left to MKL."""
     cmd = [
         python,
         __file__,
@@ -208,7 +216,8 @@ def _run(
     ]
     if concat:
         cmd.append("--concat-trick")
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    env = {**os.environ, "SIMSURROGATE_ONEDNN": "0" if mkl else "1"}
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"{impl} worker failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -271,6 +280,12 @@ def main() -> None:
             key = _key(impl, concat, precision)
             runs.setdefault(key, []).append(_run(python, impl, concat, precision, graph, args))
             print(f"rep {rep}: {key}: {runs[key][-1]['median_s']:.3f} s/step", flush=True)
+        if args.device == "cpu":  # what the oneDNN products bring: ours on MKL, as torch does
+            key = "simsurrogate +concat (MKL products)"
+            runs.setdefault(key, []).append(
+                _run(sys.executable, "simsurrogate", True, "32", graph, args, mkl=True)
+            )
+            print(f"rep {rep}: {key}: {runs[key][-1]['median_s']:.3f} s/step", flush=True)
     rows = {}
     for key, results in runs.items():
         rows[key] = {
@@ -313,7 +328,7 @@ def main() -> None:
         "|---|---|---|---|---|---|---|",
     ]
     for key, r in rows.items():
-        impl = key.split()[0]
+        impl = key.split()[0] + (", products on MKL" if "MKL" in key else "")
         precision = "bf16-mixed" if key.endswith("bf16-mixed") else "32"
         lines.append(
             f"| {impl} | {'yes' if '+concat' in key else 'no'} | {precision} | {r['params']:,} | "
@@ -326,6 +341,16 @@ def main() -> None:
             f"Speed-up at precision {precision}, each library's default (ours: concat trick on; "
             f"PhysicsNeMo: off): **{sp['default_vs_default']:.2f}x**; both with the concat "
             f"trick: {sp['concat_vs_concat']:.2f}x; both without: {sp['plain_vs_plain']:.2f}x."
+        )
+    mkl = rows.get("simsurrogate +concat (MKL products)")
+    if mkl is not None:
+        gain = mkl["s_per_step"] / rows[_key("simsurrogate", True, "32")]["s_per_step"]
+        report["onednn_gain"] = gain
+        (RESULTS / "mgn_speed.json").write_text(json.dumps(report, indent=2) + "\n")
+        lines.append(
+            f"Our float32 products through oneDNN instead of MKL (`simsurrogate.models.linear`): "
+            f"{gain:.2f}x; with MKL, as torch.nn.Linear runs them, default against default: "
+            f"{rows[_key('physicsnemo', False, '32')]['s_per_step'] / mkl['s_per_step']:.2f}x."
         )
     lines += [
         "",
