@@ -291,6 +291,13 @@ def _md(args: argparse.Namespace) -> int:
 
 def _rollout(args: argparse.Namespace) -> int:
     kind = _rollout_kind(args.checkpoint, args.data)
+    extra = {}
+    if args.precision != "32":
+        if kind != "mesh":
+            raise SystemExit(
+                f"--precision {args.precision} is for mesh models; this is a {kind} one"
+            )
+        extra["precision"] = args.precision
     if kind in ("grid", "mesh"):
         if kind == "grid":
             from simsurrogate.rollout.grid_report import grid_rollout_report as report
@@ -306,6 +313,7 @@ def _rollout(args: argparse.Namespace) -> int:
             start=args.start,
             out=args.out,
             device=args.device,
+            **extra,
         )
         print(summary(metrics, args.out))
         return 0
@@ -555,6 +563,13 @@ def _parser() -> argparse.ArgumentParser:
         "--device",
         default="cpu",
         help="torch device for mesh and grid models, e.g. cuda (default cpu)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=["32", "bf16-mixed"],
+        default="32",
+        help="mesh models: bf16-mixed runs the model's products in bfloat16 under autocast, "
+        "the state in float32 (default 32)",
     )
     p.set_defaults(func=_rollout)
 

@@ -109,9 +109,12 @@ def test_training_noise_is_fresh_each_step_and_only_on_normal_nodes(
     assert not torch.equal(a.nodes["velocity"], b.nodes["velocity"])
 
 
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
 def test_fit_learns_one_step_and_checkpoint_rebuilds_it(
-    mesh_dynamics_files: dict[str, Path], tmp_path: Path
+    mesh_dynamics_files: dict[str, Path], tmp_path: Path, precision: str
 ) -> None:
+    """Also in mixed precision (bf16 autocast, float32 weights), which the recipes offer as
+    ``--trainer.precision bf16-mixed``; the rebuilt model predicts in float32."""
     L.seed_everything(0)
     model = MeshGraphNet(latent=32, n_message_passing=2)
     task = MeshDynamicsTask(model, lr=3e-3, lr_final=3e-4, lr_decay_steps=300, noise_std=0.0)
@@ -128,6 +131,7 @@ def test_fit_learns_one_step_and_checkpoint_rebuilds_it(
         enable_model_summary=False,
         default_root_dir=tmp_path,
         check_val_every_n_epoch=100,
+        precision=precision,
     )
     trainer.fit(task, dm)
     ckpt = tmp_path / "model.ckpt"

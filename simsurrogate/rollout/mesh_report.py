@@ -229,6 +229,7 @@ def mesh_rollout_report(
     out: str | Path,
     device: str = "cpu",
     max_frames: int = 60,
+    precision: str = "32",
 ) -> dict[str, Any]:
     """Roll ``steps`` model steps from step ``start`` of ``trajectory`` and write to ``out``.
 
@@ -237,11 +238,12 @@ def mesh_rollout_report(
     ``rollout.xdmf.h5`` (ParaView), ``metrics.json`` (RMSE per field at 1, 50 and all steps
     that have truth, the RMSE per step, speed), ``rollout.png`` (prediction, truth and error
     of the velocity at a few steps, RMSE against step) and ``rollout.gif`` (prediction |
-    truth | error, at most ``max_frames`` frames). Returns the metrics.
+    truth | error, at most ``max_frames`` frames). ``precision``: the engine's
+    (:class:`MeshRollout`). Returns the metrics.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    engine = MeshRollout.from_checkpoint(checkpoint, device=device)
+    engine = MeshRollout.from_checkpoint(checkpoint, device=device, precision=precision)
     model = engine.model
     names = list(model.fields)
     with MeshReader(data) as reader:
@@ -306,6 +308,7 @@ def mesh_rollout_report(
         "rmse_per_step": {name: [float(np.sqrt(v)) for v in mse[name]] for name in names},
         "speed": {
             "device": str(engine.device),
+            "precision": engine.precision,
             "steps_per_s": result.steps_per_s if steps else None,
             "model_ms_per_step": 1e3 * result.model_s_per_step if steps else None,
             "wall_time_s": result.wall_time_s,
