@@ -38,10 +38,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--name", default="cylinder_mgn_eval", help="results file name")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument(
+        "--precision", choices=MeshRollout.PRECISIONS, default="32", help="the engine's"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    engine = MeshRollout.from_checkpoint(args.checkpoint)
+    engine = MeshRollout.from_checkpoint(args.checkpoint, precision=args.precision)
     names = list(engine.model.fields)
     start = time.perf_counter()
     scores = score_mesh_rollouts(engine, args.data, progress=True)
@@ -64,6 +67,7 @@ def main() -> None:
             "wall_time_s": round(wall, 2),
             "model_ms_per_step_all_trajectories": 1e3 * scores["model_s_per_step"],
             "threads": args.threads,
+            "precision": args.precision,
             "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
         },
         "command": "python " + " ".join(["benchmarks/mgn_cylinder_eval.py", *sys.argv[1:]]),

@@ -4,8 +4,11 @@ Both advance the same test trajectory's mesh by the same saved step (dt = 0.01 s
 process with the same thread count: the FEM solver (:mod:`simsurrogate.sims.cylinder_flow`,
 with the CFL sub-steps the generator used) from the trajectory's parameters, the learned
 simulator through :class:`~simsurrogate.rollout.mesh.MeshRollout` from the trajectory's first
-stored state (no file output, so only stepping is timed). Writes
-``benchmarks/results/mgn_rollout_speed.json`` and ``.md``.
+stored state (no file output, so only stepping is timed), three ways: float32 with the
+products through oneDNN (the default, :mod:`simsurrogate.models.linear`), float32 with them
+left to MKL (``SIMSURROGATE_ONEDNN=0``, as ``torch.nn.Linear`` runs them), and bf16-mixed
+(``MeshRollout(precision="bf16-mixed")``). Writes ``benchmarks/results/mgn_rollout_speed.json``
+and ``.md``.
 
     python benchmarks/mgn_rollout_speed.py --checkpoint checkpoints/cylinder_mgn/model.ckpt \
         --data data/cylinder_flow/test.h5 --steps 100
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -24,6 +28,7 @@ import numpy as np
 import torch
 
 from simsurrogate.data.mesh import MeshReader
+from simsurrogate.rollout.allocator import pad_heap
 from simsurrogate.rollout.mesh import MeshRollout, MeshState
 from simsurrogate.sims.cylinder_flow import (
     ChannelGeometry,
@@ -46,6 +51,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    pad_heap()  # for both simulators (the engine would set it only before its own steps)
 
     with MeshReader(args.data) as reader:
         static = reader.static(args.trajectory)
@@ -83,11 +89,21 @@ def main() -> None:
         solver.vertex_velocity(), solver.vertex_pressure()
     fem_s = (time.perf_counter() - start) / args.steps
 
-    engine = MeshRollout.from_checkpoint(args.checkpoint, device=args.device)
     state = MeshState.from_file(args.data, args.trajectory, 0)
-    engine.run(state, 2, dt=dt)  # warm-up
-    result = engine.run(state, args.steps, dt=dt)
-    mgn_s = result.wall_time_s / args.steps
+    variants = {"float32, MKL products": ("32", "0"), "float32": ("32", "1")}
+    variants["bf16-mixed"] = ("bf16-mixed", "1")
+    mgn = {}
+    for name, (precision, onednn) in variants.items():
+        os.environ["SIMSURROGATE_ONEDNN"] = onednn
+        engine = MeshRollout.from_checkpoint(args.checkpoint, args.device, precision)
+        engine.run(state, 2, dt=dt)  # warm-up
+        result = engine.run(state, args.steps, dt=dt)
+        mgn[name] = {
+            "s_per_step": result.wall_time_s / args.steps,
+            "model_s_per_step": result.model_time_s / args.steps,
+        }
+    os.environ.pop("SIMSURROGATE_ONEDNN")
+    mgn_s = mgn["float32"]["s_per_step"]
     n_params = sum(p.numel() for p in engine.model.parameters())
     report = {
         "mesh": {"nodes": int(len(points)), "cells": int(len(cells))},
@@ -101,12 +117,11 @@ def main() -> None:
             "p1_pressure_dofs": int(solver.n_p),
         },
         "meshgraphnet": {
-            "s_per_step": mgn_s,
-            "model_s_per_step": result.model_time_s / args.steps,
+            **mgn,
             "parameters": n_params,
             "checkpoint": str(args.checkpoint),
         },
-        "speedup": fem_s / mgn_s,
+        "speedup": {name: fem_s / v["s_per_step"] for name, v in mgn.items()},
         "device": args.device,
         "threads": args.threads,
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
@@ -119,10 +134,14 @@ def main() -> None:
         "|---|---|---|",
         f"| FEM, Taylor–Hood P2–P1 (ground truth) | {fem_s:.4f} | {substeps} sub-steps per "
         f"saved step, {2 * solver.n_u} velocity + {solver.n_p} pressure DOFs |",
-        f"| MeshGraphNet ({n_params:,} parameters) | {mgn_s:.4f} | one model call per step, "
-        "boundary nodes held by the engine |",
+        *(
+            f"| MeshGraphNet ({n_params:,} parameters), {name} | {v['s_per_step']:.4f} | one "
+            "model call per step, boundary nodes held by the engine |"
+            for name, v in mgn.items()
+        ),
         "",
-        f"Speed-up of the learned simulator: **{fem_s / mgn_s:.1f}x** on the "
+        f"Speed-up of the learned simulator: **{fem_s / mgn_s:.1f}x** in float32, "
+        f"{fem_s / mgn['bf16-mixed']['s_per_step']:.1f}x in bf16-mixed, on the "
         f"{len(points)}-node mesh of test trajectory {args.trajectory}, {args.steps} steps, "
         f"{args.device}, {args.threads} threads, same process.",
         "",

@@ -615,6 +615,10 @@ def main(argv: list[str] | None = None) -> int:
         # `simsurrogate data info FILE | head` ends quietly, like other Unix tools
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     argv = sys.argv[1:] if argv is None else list(argv)
+    if from_shell:
+        from simsurrogate.rollout.allocator import pad_heap
+
+        pad_heap()  # a process of its own: keep freed memory for reuse (see allocator.py)
     if argv and argv[0] in LIGHTNING_COMMANDS:
         _lightning(None if from_shell else argv)
         return 0

@@ -39,6 +39,7 @@ from simsurrogate.data.node_types import PREDICTED_TYPES, check_node_types, hold
 from simsurrogate.graph import Graph, cells_to_edges
 from simsurrogate.models.base import SurrogateModel
 from simsurrogate.models.meshgraphnet import MeshGraphNet
+from simsurrogate.rollout.allocator import pad_heap
 from simsurrogate.rollout.errors import RolloutError
 from simsurrogate.rollout.xdmf import XdmfSeries, XdmfWriter, heavy_path
 
@@ -299,6 +300,8 @@ class MeshRollout:
             )
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
+        if self.device.type == "cpu":
+            pad_heap()  # steps reuse their memory instead of page-faulting (see allocator.py)
 
     @classmethod
     def from_checkpoint(
