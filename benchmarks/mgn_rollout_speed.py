@@ -4,11 +4,11 @@ Both advance the same test trajectory's mesh by the same saved step (dt = 0.01 s
 process with the same thread count: the FEM solver (:mod:`simsurrogate.sims.cylinder_flow`,
 with the CFL sub-steps the generator used) from the trajectory's parameters, the learned
 simulator through :class:`~simsurrogate.rollout.mesh.MeshRollout` from the trajectory's first
-stored state (no file output, so only stepping is timed), three ways: float32 with the
-products through oneDNN (the default, :mod:`simsurrogate.models.linear`), float32 with them
-left to MKL (``SIMSURROGATE_ONEDNN=0``, as ``torch.nn.Linear`` runs them), and bf16-mixed
-(``MeshRollout(precision="bf16-mixed")``). Writes ``benchmarks/results/mgn_rollout_speed.json``
-and ``.md``.
+stored state (no file output, so only stepping is timed), each in a fresh process, three
+ways: float32 with the products through oneDNN (the default, :mod:`simsurrogate.models.linear`),
+float32 with them left to MKL (``SIMSURROGATE_ONEDNN=0``, as ``torch.nn.Linear`` runs them),
+and bf16-mixed (``MeshRollout(precision="bf16-mixed")``). Writes
+``benchmarks/results/mgn_rollout_speed.json`` and ``.md``.
 
     python benchmarks/mgn_rollout_speed.py --checkpoint checkpoints/cylinder_mgn/model.ckpt \
         --data data/cylinder_flow/test.h5 --steps 100
@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,46 @@ from simsurrogate.sims.cylinder_flow import (
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _time_model(args: argparse.Namespace, dt: float, precision: str, onednn: str) -> dict:
+    """Time the learned simulator in a fresh process (heap and oneDNN state of its own)."""
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--checkpoint",
+        str(args.checkpoint),
+        "--data",
+        str(args.data),
+        "--trajectory",
+        str(args.trajectory),
+        "--steps",
+        str(args.steps),
+        "--threads",
+        str(args.threads),
+        "--device",
+        args.device,
+        "--precision",
+        precision,
+    ]
+    env = {**os.environ, "SIMSURROGATE_ONEDNN": onednn}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _worker(args: argparse.Namespace) -> None:
+    """Roll the checkpoint out ``args.steps`` steps; print its timings as one JSON line."""
+    engine = MeshRollout.from_checkpoint(args.checkpoint, args.device, args.precision)
+    state = MeshState.from_file(args.data, args.trajectory, 0)
+    engine.run(state, 2, dt=1.0)  # warm-up
+    result = engine.run(state, args.steps, dt=1.0)
+    timing = {
+        "s_per_step": result.wall_time_s / args.steps,
+        "model_s_per_step": result.model_time_s / args.steps,
+        "parameters": sum(p.numel() for p in engine.model.parameters()),
+    }
+    print(json.dumps(timing))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, required=True)
@@ -49,9 +90,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="32", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    pad_heap()  # for both simulators (the engine would set it only before its own steps)
+    if args.worker:
+        _worker(args)
+        return
+    pad_heap()  # as the engine does in its processes
 
     with MeshReader(args.data) as reader:
         static = reader.static(args.trajectory)
@@ -89,22 +135,13 @@ def main() -> None:
         solver.vertex_velocity(), solver.vertex_pressure()
     fem_s = (time.perf_counter() - start) / args.steps
 
-    state = MeshState.from_file(args.data, args.trajectory, 0)
-    variants = {"float32, MKL products": ("32", "0"), "float32": ("32", "1")}
+    variants = {"float32": ("32", "1"), "float32, MKL products": ("32", "0")}
     variants["bf16-mixed"] = ("bf16-mixed", "1")
-    mgn = {}
-    for name, (precision, onednn) in variants.items():
-        os.environ["SIMSURROGATE_ONEDNN"] = onednn
-        engine = MeshRollout.from_checkpoint(args.checkpoint, args.device, precision)
-        engine.run(state, 2, dt=dt)  # warm-up
-        result = engine.run(state, args.steps, dt=dt)
-        mgn[name] = {
-            "s_per_step": result.wall_time_s / args.steps,
-            "model_s_per_step": result.model_time_s / args.steps,
-        }
-    os.environ.pop("SIMSURROGATE_ONEDNN")
+    mgn = {name: _time_model(args, dt, *v) for name, v in variants.items()}
     mgn_s = mgn["float32"]["s_per_step"]
-    n_params = sum(p.numel() for p in engine.model.parameters())
+    n_params = mgn["float32"].pop("parameters")
+    for v in mgn.values():
+        v.pop("parameters", None)
     report = {
         "mesh": {"nodes": int(len(points)), "cells": int(len(cells))},
         "dt_s": dt,
