@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from simsurrogate.data.particles import FrameWriter
 from simsurrogate.graph import Graph
 from simsurrogate.models.potentials import Potential
+from simsurrogate.rollout.allocator import pad_heap
 from simsurrogate.rollout.md.forcefield import ForceField, prepare_model
 from simsurrogate.rollout.md.integrators import INTEGRATORS, per_system_values
 from simsurrogate.rollout.md.state import (
@@ -153,6 +154,8 @@ class MDEngine:
         if timestep <= 0:
             raise ValueError(f"timestep must be positive (fs), got {timestep}")
         self.device = torch.device(device)
+        if self.device.type == "cpu":
+            pad_heap()  # steps reuse their memory instead of page-faulting (see allocator.py)
         self.model = prepare_model(model, self.device, dtype)
         self.ensemble = ensemble
         self.timestep = float(timestep)
