@@ -118,7 +118,7 @@ def main() -> None:
         )
     lines += [
         "",
-        f"{n_traj} held-out trajectories of `{args.data}`, {steps} steps of {dt} s from the "
+        f"{n_traj} held-out trajectories of `{args.data}`, {steps} steps of {dt:.4g} s from the "
         "first stored state; boundary nodes held by the engine. RMSE: "
         + report["rmse_definition"]
         + ". Velocity in m/s, pressure in m²/s².",
